@@ -1,0 +1,3 @@
+//! placeholder
+/// A bundle.
+pub struct Bundle;

@@ -1,0 +1,5 @@
+//! placeholder
+/// x
+pub struct CreateOptions;
+/// x
+pub struct ExecOptions;

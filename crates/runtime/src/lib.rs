@@ -1,0 +1,50 @@
+//! The OCI runtime engine of plinth.
+//!
+//! This crate owns everything between a bundle on disk and a running
+//! container process: reading and validating `config.json`
+//! ([`Bundle`]), the single-threaded fork path that creates namespaces
+//! and the root filesystem, process attributes (user, capabilities,
+//! rlimits, seccomp, LSM labels), lifecycle hooks, cgroups (v1, hybrid and
+//! v2) and the runc-compatible state directory. It prints nothing: the
+//! `plinth` binary formats results and maps [`Error`] to exit codes.
+//!
+//! The verbs of the OCI runtime command line live in [`container`]: each is
+//! a function that takes a [`RuntimeRoot`] (the `--root` directory) and the
+//! container id.
+//!
+//! ```no_run
+//! use plinth_runtime::{container, Bundle, CreateOptions, RuntimeRoot};
+//!
+//! # fn main() -> Result<(), plinth_runtime::Error> {
+//! let root = RuntimeRoot::new("/run/plinth");
+//! let bundle = Bundle::load("/var/lib/bundles/busybox")?;
+//! container::create(&root, "demo", &bundle, &CreateOptions::default())?;
+//! container::start(&root, "demo")?;
+//! let state = container::state(&root, "demo")?;
+//! println!("{} is {:?}", state.id, state.status);
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+mod bundle;
+pub mod cgroups;
+pub mod container;
+mod error;
+mod hooks;
+mod lsm;
+mod process;
+mod rootfs;
+pub mod seccomp;
+mod state;
+mod sys;
+pub mod template;
+
+pub use bundle::Bundle;
+pub use container::{CreateOptions, ExecOptions};
+pub use error::{Error, InitError, InitStage};
+pub use state::{ContainerState, RuntimeRoot, Status};
+
+/// The runtime-spec version that this runtime implements.
+pub const OCI_VERSION: &str = "1.2.0";

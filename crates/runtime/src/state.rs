@@ -1,0 +1,7 @@
+//! placeholder
+/// x
+pub struct RuntimeRoot;
+/// x
+pub struct ContainerState;
+/// x
+pub enum Status {}
