@@ -1,1 +1,31 @@
-fn main() {}
+//! `plinth`: the command-line front end.
+//!
+//! Parses runc's command line (global flags, then a verb), sets up
+//! logging (`--log`, `--log-format`, `--debug`), calls the runtime crate
+//! and maps its result to output and an exit code. Nothing here knows how
+//! a container is made.
+
+mod cli;
+mod commands;
+mod logging;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let log = logging::init(&cli.global);
+    let code = match commands::dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            // runc writes errors to its log as well as to stderr, and
+            // engines read either.
+            if !log.to_stderr {
+                tracing::error!("{msg}");
+            }
+            eprintln!("plinth: {msg}");
+            1
+        }
+    };
+    std::process::exit(code);
+}

@@ -32,6 +32,7 @@ mod bundle;
 pub mod cgroups;
 pub mod container;
 mod error;
+mod features;
 mod hooks;
 mod lsm;
 mod process;
@@ -44,7 +45,38 @@ pub mod template;
 pub use bundle::Bundle;
 pub use container::{CreateOptions, ExecOptions};
 pub use error::{Error, InitError, InitStage};
+pub use features::features;
 pub use state::{ContainerState, RuntimeRoot, Status};
 
 /// The runtime-spec version that this runtime implements.
 pub const OCI_VERSION: &str = "1.2.0";
+
+/// Re-executes the running program from a sealed in-memory copy of
+/// itself, unless it already runs from one. Commands that put a process
+/// into a container call this first, so that no container process can
+/// ever reach (and overwrite) the host's `plinth` binary through
+/// `/proc/PID/exe` (the CVE-2019-5736 class). Returns only when there is
+/// nothing to do, or on failure.
+pub fn ensure_sealed_binary() -> Result<(), Error> {
+    if sys::running_sealed() {
+        return Ok(());
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let cstr = |s: &std::ffi::OsStr| std::ffi::CString::new(s.as_bytes()).ok();
+    let argv: Vec<_> = std::env::args_os().filter_map(|a| cstr(&a)).collect();
+    let envp: Vec<_> = std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let mut kv = k;
+            kv.push("=");
+            kv.push(v);
+            cstr(&kv)
+        })
+        .collect();
+    sys::reexec_sealed(&argv, &envp).map_err(|e| Error::sys("re-executing from a sealed copy", e))
+}
+
+/// Reads an exec `process.json` (the `process` object of the runtime
+/// spec), naming the field at fault on error.
+pub fn read_process(path: &std::path::Path) -> Result<oci_spec::runtime::Process, Error> {
+    bundle::read_json(path)
+}

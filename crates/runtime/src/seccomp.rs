@@ -26,15 +26,24 @@ impl Filter {
     pub fn needs_listener(&self) -> bool {
         todo!()
     }
+    pub fn listener(&self) -> Option<(std::path::PathBuf, Option<String>)> {
+        todo!()
+    }
     pub fn load(self) -> Result<Option<OwnedFd>, SeccompError> {
         todo!()
     }
 }
 
+pub fn features() -> serde_json::Value {
+    todo!()
+}
+
 pub fn send_to_listener(
     listener_path: &Path,
     listener_fd: &OwnedFd,
-    state_json: &[u8],
+    pid: i32,
+    metadata: Option<&str>,
+    state: &serde_json::Value,
 ) -> Result<(), SeccompError> {
     todo!()
 }

@@ -1,1 +1,316 @@
-//! placeholder
+//! The system calls that the rest of the crate may not make directly.
+//!
+//! Every `unsafe` block of the runtime crate lives here, each behind a
+//! small typed function: forking, `mount_setattr(2)`, `close_range(2)`,
+//! pidfds, terminal ioctls, signal dispositions, `setdomainname(2)`,
+//! `personality(2)` and the sealed-memfd re-execution that keeps the
+//! host's `plinth` binary out of every container. Callers get `OwnedFd`s
+//! and `nix::Result`s; nothing here knows about containers.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::unistd::{ForkResult, Pid};
+
+/// Forks the calling process.
+///
+/// plinth only forks from a process that has never started a thread, so
+/// the child may run ordinary Rust code until it execs or exits.
+pub(crate) fn fork() -> nix::Result<ForkResult> {
+    // SAFETY: the runtime is single-threaded on every path that reaches
+    // here (DESIGN.md: the fork path is single-threaded), so the child
+    // inherits no lock held by another thread.
+    unsafe { nix::unistd::fork() }
+}
+
+/// Ends the calling process at once, without running destructors or
+/// flushing stdio buffers shared with the parent.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is always safe to call; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+const MOUNT_ATTR_NOATIME: u64 = 0x10;
+const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
+
+/// Mount attributes for `mount_setattr(2)`, applied recursively.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MountAttr {
+    pub set: u64,
+    pub clear: u64,
+}
+
+impl MountAttr {
+    /// The attribute bit of a recursive mount option (`rro`, `rnosuid`, ...),
+    /// with whether it sets or clears it.
+    pub(crate) fn from_recursive_option(opt: &str) -> Option<(bool, u64)> {
+        Some(match opt {
+            "rro" => (true, MOUNT_ATTR_RDONLY),
+            "rrw" => (false, MOUNT_ATTR_RDONLY),
+            "rnosuid" => (true, MOUNT_ATTR_NOSUID),
+            "rsuid" => (false, MOUNT_ATTR_NOSUID),
+            "rnodev" => (true, MOUNT_ATTR_NODEV),
+            "rdev" => (false, MOUNT_ATTR_NODEV),
+            "rnoexec" => (true, MOUNT_ATTR_NOEXEC),
+            "rexec" => (false, MOUNT_ATTR_NOEXEC),
+            "rnoatime" => (true, MOUNT_ATTR_NOATIME),
+            "ratime" => (false, MOUNT_ATTR_NOATIME),
+            "rstrictatime" => (true, MOUNT_ATTR_STRICTATIME),
+            "rnodiratime" => (true, MOUNT_ATTR_NODIRATIME),
+            "rdiratime" => (false, MOUNT_ATTR_NODIRATIME),
+            "rnosymfollow" => (true, MOUNT_ATTR_NOSYMFOLLOW),
+            "rsymfollow" => (false, MOUNT_ATTR_NOSYMFOLLOW),
+            _ => return None,
+        })
+    }
+}
+
+#[repr(C)]
+struct RawMountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, attr)`: changes
+/// the attributes of the mount tree at `fd` (Linux 5.12).
+pub(crate) fn mount_setattr_recursive(fd: BorrowedFd<'_>, attr: MountAttr) -> nix::Result<()> {
+    let raw = RawMountAttr {
+        attr_set: attr.set,
+        attr_clr: attr.clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: the path is a valid NUL-terminated empty string, `raw` lives
+    // across the call and its size is passed with it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &raw as *const RawMountAttr,
+            std::mem::size_of::<RawMountAttr>(),
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// Marks every descriptor from `first` upwards close-on-exec
+/// (`close_range(first, ~0, CLOSE_RANGE_CLOEXEC)`, Linux 5.11), falling
+/// back to walking `/proc/self/fd`.
+pub(crate) fn cloexec_from(first: RawFd) -> nix::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes descriptor flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir("/proc/self/fd").map_err(|_| Errno::last())? {
+        let Ok(entry) = entry else { continue };
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<RawFd>().ok())
+        else {
+            continue;
+        };
+        if fd >= first {
+            // SAFETY: F_SETFD on a possibly closed fd fails harmlessly.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    Ok(())
+}
+
+/// Clears close-on-exec on `fd` so it survives `execve` (preserved fds).
+pub(crate) fn clear_cloexec(fd: RawFd) -> nix::Result<()> {
+    // SAFETY: F_SETFD only changes the flags of a descriptor number.
+    Errno::result(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }).map(drop)
+}
+
+/// Joins a new session keyring named `name`, so the container does not
+/// share the caller's keys (`KEYCTL_JOIN_SESSION_KEYRING`).
+pub(crate) fn join_session_keyring(name: &CStr) -> nix::Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: the name is a valid NUL-terminated string for the call.
+    let r = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
+    Errno::result(r).map(drop)
+}
+
+/// Takes ownership of a descriptor that the kernel just handed over
+/// (`SCM_RIGHTS`).
+pub(crate) fn take_received_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: the caller got `fd` from recvmsg's SCM_RIGHTS: it is open
+    // and nobody else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// `pidfd_open(2)`.
+pub(crate) fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    let fd = Errno::result(fd)?;
+    // SAFETY: the kernel returned a fresh descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_send_signal(2)`: signals exactly the process the pidfd refers to,
+/// even if its pid has been reused.
+pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: Signal) -> nix::Result<()> {
+    // SAFETY: plain syscall; a NULL siginfo is allowed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// Restores the default disposition of every catchable signal and
+/// unblocks all signals, so the container's process starts clean (the
+/// Rust runtime ignores SIGPIPE, and an ignored signal survives execve).
+pub(crate) fn reset_signals() {
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL is always a valid handler; invalid numbers fail.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+}
+
+/// `setdomainname(2)`.
+pub(crate) fn setdomainname(name: &str) -> nix::Result<()> {
+    // SAFETY: the pointer and length describe `name`'s bytes.
+    let r = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    Errno::result(r).map(drop)
+}
+
+/// `personality(2)`.
+pub(crate) fn set_personality(persona: libc::c_ulong) -> nix::Result<()> {
+    // SAFETY: personality takes an integer.
+    let r = unsafe { libc::personality(persona) };
+    Errno::result(r).map(drop)
+}
+
+/// Makes `fd` (a terminal) the controlling terminal of the calling session.
+pub(crate) fn set_controlling_terminal(fd: BorrowedFd<'_>) -> nix::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    Errno::result(r).map(drop)
+}
+
+/// Unlocks the pty master `fd` and returns the number of its slave
+/// (`/dev/pts/N`).
+pub(crate) fn unlock_pty(fd: BorrowedFd<'_>) -> nix::Result<u32> {
+    let mut unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads an int through the pointer.
+    Errno::result(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSPTLCK, &mut unlock) })?;
+    let mut n: libc::c_uint = 0;
+    // SAFETY: TIOCGPTN writes an unsigned int through the pointer.
+    Errno::result(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGPTN, &mut n) })?;
+    Ok(n)
+}
+
+/// Opens the slave of the pty master `fd` (`TIOCGPTPEER`, Linux 4.13),
+/// without looking up any path.
+pub(crate) fn open_pty_peer(fd: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes open flags and returns a new descriptor.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+    let r = Errno::result(r)?;
+    // SAFETY: the kernel returned a fresh descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// The name under which a sealed copy of plinth runs.
+const SEALED_NAME: &CStr = c"plinth-sealed";
+
+/// Whether this process runs from a sealed memfd copy of plinth.
+pub(crate) fn running_sealed() -> bool {
+    std::fs::read_link("/proc/self/exe")
+        .map(|p| p.to_string_lossy().starts_with("/memfd:plinth-sealed"))
+        .unwrap_or(false)
+}
+
+/// Re-executes the current program from a sealed, anonymous in-memory
+/// copy of its executable, so that no process that later enters a
+/// container maps the host's `plinth` file (CVE-2019-5736 class: a
+/// container process that reaches `/proc/<pid>/exe` gets an object whose
+/// contents can never change). Returns only on failure.
+pub(crate) fn reexec_sealed(argv: &[CString], envp: &[CString]) -> nix::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    use nix::sys::memfd::{memfd_create, MFdFlags as MFlags};
+
+    let mut exe = File::open("/proc/self/exe").map_err(io_errno)?;
+    let memfd = memfd_create(SEALED_NAME, MFlags::MFD_CLOEXEC | MFlags::MFD_ALLOW_SEALING)?;
+    let mut out = File::from(memfd);
+    let len = exe.metadata().map_err(io_errno)?.len();
+    let mut copied = 0u64;
+    while copied < len {
+        // SAFETY: both descriptors are valid for the call; NULL offsets use
+        // and advance the file positions.
+        let n = unsafe {
+            libc::sendfile(
+                out.as_raw_fd(),
+                exe.as_raw_fd(),
+                std::ptr::null_mut(),
+                (len - copied) as usize,
+            )
+        };
+        if n <= 0 {
+            // sendfile may be refused by some filesystems; copy instead.
+            std::io::copy(&mut exe, &mut out).map_err(io_errno)?;
+            break;
+        }
+        copied += n as u64;
+    }
+    fcntl(
+        out.as_fd(),
+        FcntlArg::F_ADD_SEALS(
+            SealFlag::F_SEAL_SEAL
+                | SealFlag::F_SEAL_SHRINK
+                | SealFlag::F_SEAL_GROW
+                | SealFlag::F_SEAL_WRITE,
+        ),
+    )?;
+    nix::unistd::fexecve(out.as_fd(), argv, envp)?;
+    Ok(())
+}
+
+fn io_errno(e: std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Keeps the permitted capabilities across the coming uid change.
+pub(crate) fn set_keep_caps() -> nix::Result<()> {
+    nix::sys::prctl::set_keepcaps(true)
+}

@@ -15,7 +15,10 @@ use serde::{Deserialize, Serialize};
 #[non_exhaustive]
 pub enum CgroupError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// How the cgroup hierarchies are mounted on this host.
@@ -81,6 +84,9 @@ impl Cgroup {
         todo!()
     }
     pub fn stats(&self) -> Result<Stats, CgroupError> {
+        todo!()
+    }
+    pub fn oom_kill_count(&self) -> Result<u64, CgroupError> {
         todo!()
     }
     pub fn destroy(&self) -> Result<(), CgroupError> {

@@ -1,1 +1,294 @@
-//! placeholder
+//! The container's root filesystem, built inside its mount namespace.
+//!
+//! [`prepare`] runs before `pivot_root`: it makes the mount tree a slave
+//! of the host's (so nothing propagates back), turns the rootfs into a
+//! mount point, performs config.json's mounts, creates the devices and
+//! opens a verified `/dev/null` of the host for masking. [`pivot`] switches
+//! to the new root (`pivot_root(".", ".")`, or `MS_MOVE` + `chroot` with
+//! `--no-pivot`) and detaches the old one. [`finish`] runs after it:
+//! `rootfsPropagation`, sysctls, `readonlyPaths`, `maskedPaths`, the
+//! console and `root.readonly`.
+
+pub(crate) mod devices;
+pub(crate) mod mounts;
+pub(crate) mod resolve;
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{open, OFlag};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{fstat, major, minor, Mode, SFlag};
+use oci_spec::runtime::Spec;
+
+use crate::error::{InitError, InitStage};
+use resolve::{fd_path, Create};
+
+/// What `prepare` hands to `finish`.
+pub(crate) struct Prepared {
+    /// The host's `/dev/null`, checked to be the character device 1:3.
+    null: OwnedFd,
+}
+
+/// Options that do not come from config.json.
+pub(crate) struct RootfsOptions<'a> {
+    pub rootfs: &'a Path,
+    pub bundle: &'a Path,
+    pub userns: bool,
+    pub cgroupns: bool,
+}
+
+fn root_propagation(spec: &Spec) -> Option<MsFlags> {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.rootfs_propagation().as_deref())
+        .and_then(mounts::propagation_flag)
+}
+
+/// Everything before `pivot_root`.
+pub(crate) fn prepare(spec: &Spec, opts: &RootfsOptions<'_>) -> Result<Prepared, InitError> {
+    let rootfs = opts.rootfs;
+    let prop_err = |e| InitError::new(InitStage::MountPropagation, "/", e);
+    // Nothing mounted from here on may propagate to the host. A shared
+    // rootfsPropagation is applied to the new root after pivot_root.
+    let flag = match root_propagation(spec) {
+        Some(f) if !f.contains(MsFlags::MS_SHARED) => f,
+        _ => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+    };
+    mount(None::<&str>, "/", None::<&str>, flag, None::<&str>).map_err(prop_err)?;
+    // pivot_root needs the rootfs to be a mount point.
+    mount(
+        Some(rootfs),
+        rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        InitError::new(
+            InitStage::Mount,
+            format!("root.path {}", rootfs.display()),
+            e,
+        )
+    })?;
+    let root = open(
+        rootfs,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        InitError::new(
+            InitStage::Mount,
+            format!("root.path {}", rootfs.display()),
+            e,
+        )
+    })?;
+
+    let ctx = mounts::MountContext {
+        root: &root,
+        bundle: opts.bundle,
+        cgroupns: opts.cgroupns,
+        userns: opts.userns,
+    };
+    let mut dev_is_host_bind = false;
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        mounts::mount_one(&ctx, i, m)?;
+        if m.destination() == Path::new("/dev") {
+            dev_is_host_bind = m
+                .options()
+                .iter()
+                .flatten()
+                .any(|o| o == "bind" || o == "rbind");
+        }
+    }
+    // Default devices, unless /dev is the host's own (bind-mounted).
+    if !dev_is_host_bind {
+        for d in devices::defaults() {
+            devices::create(&root, &d, opts.userns)?;
+        }
+        devices::create_links(&root, Path::new("/proc/kcore").exists())?;
+    }
+    for (i, d) in spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.devices().as_ref())
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let dev = devices::Device::from_spec(d)
+            .map_err(|r| InitError::reason(InitStage::Device, format!("linux.devices[{i}]"), r))?;
+        devices::create(&root, &dev, opts.userns)?;
+    }
+
+    let null = open(
+        "/dev/null",
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| InitError::new(InitStage::MaskPath, "/dev/null", e))?;
+    let st = fstat(&null).map_err(|e| InitError::new(InitStage::MaskPath, "/dev/null", e))?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFCHR
+        || major(st.st_rdev) != 1
+        || minor(st.st_rdev) != 3
+    {
+        return Err(InitError::reason(
+            InitStage::MaskPath,
+            "/dev/null",
+            "the host's /dev/null is not the null device",
+        ));
+    }
+    Ok(Prepared { null })
+}
+
+/// Switches the calling process's root to `rootfs`.
+pub(crate) fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), InitError> {
+    let err = |what: &str, e| InitError::new(InitStage::PivotRoot, what, e);
+    nix::unistd::chdir(rootfs).map_err(|e| err("chdir rootfs", e))?;
+    if no_pivot {
+        mount(
+            Some(rootfs),
+            "/",
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .map_err(|e| err("move rootfs to /", e))?;
+        nix::unistd::chroot(".").map_err(|e| err("chroot", e))?;
+    } else {
+        nix::unistd::pivot_root(".", ".").map_err(|e| err("pivot_root", e))?;
+        // The old root now sits on top of the new one: make it a slave so
+        // that detaching it cannot unmount anything on the host.
+        mount(
+            None::<&str>,
+            ".",
+            None::<&str>,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| err("old root slave", e))?;
+        umount2(".", MntFlags::MNT_DETACH).map_err(|e| err("detach old root", e))?;
+    }
+    nix::unistd::chdir("/").map_err(|e| err("chdir /", e))?;
+    Ok(())
+}
+
+/// Everything after `pivot_root`. `console` is the pty slave to bind on
+/// `/dev/console`.
+pub(crate) fn finish(
+    spec: &Spec,
+    prepared: &Prepared,
+    console: Option<&OwnedFd>,
+) -> Result<(), InitError> {
+    let linux = spec.linux().as_ref();
+    let root = open(
+        "/",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| InitError::new(InitStage::PivotRoot, "/", e))?;
+    if let Some(flag) = root_propagation(spec) {
+        mount(None::<&str>, "/", None::<&str>, flag, None::<&str>).map_err(|e| {
+            InitError::new(InitStage::MountPropagation, "linux.rootfsPropagation", e)
+        })?;
+    }
+    if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
+        let mut keys: Vec<_> = sysctl.keys().collect();
+        keys.sort();
+        for key in keys {
+            let rel = Path::new("proc/sys").join(key.replace('.', "/"));
+            let err = |e| InitError::new(InitStage::Sysctl, format!("linux.sysctl {key}"), e);
+            let fd = resolve::open_in_root(&root, &rel, Create::No).map_err(err)?;
+            std::fs::write(fd_path(&fd), &sysctl[key]).map_err(|e| {
+                InitError::reason(
+                    InitStage::Sysctl,
+                    format!("linux.sysctl {key}"),
+                    e.to_string(),
+                )
+            })?;
+        }
+    }
+    if let Some(slave) = console {
+        let err = |e| InitError::new(InitStage::Console, "/dev/console", e);
+        let target =
+            resolve::open_in_root(&root, Path::new("/dev/console"), Create::File).map_err(err)?;
+        if resolve::file_type(&target).map_err(err)? == SFlag::S_IFREG {
+            mount(
+                Some(&fd_path(slave)),
+                &fd_path(&target),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(err)?;
+        }
+    }
+    for p in linux
+        .and_then(|l| l.readonly_paths().as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let err = |e| InitError::new(InitStage::ReadonlyPath, p.as_str(), e);
+        let fd = match resolve::open_in_root(&root, Path::new(p), Create::No) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => continue,
+            Err(e) => return Err(err(e)),
+        };
+        mount(
+            Some(&fd_path(&fd)),
+            &fd_path(&fd),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(err)?;
+        let top = resolve::open_in_root(&root, Path::new(p), Create::No).map_err(err)?;
+        mounts::remount_bind(
+            &top,
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        )
+        .map_err(err)?;
+    }
+    for p in linux
+        .and_then(|l| l.masked_paths().as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let err = |e| InitError::new(InitStage::MaskPath, p.as_str(), e);
+        let fd = match resolve::open_in_root(&root, Path::new(p), Create::No) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => continue,
+            Err(e) => return Err(err(e)),
+        };
+        if resolve::file_type(&fd).map_err(err)? == SFlag::S_IFDIR {
+            mount(
+                Some("tmpfs"),
+                &fd_path(&fd),
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .map_err(err)?;
+        } else {
+            mount(
+                Some(&fd_path(&prepared.null)),
+                &fd_path(&fd),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(err)?;
+        }
+    }
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
+        let err = |e| InitError::new(InitStage::Mount, "root.readonly", e);
+        mounts::remount_bind(&root, MsFlags::MS_RDONLY).map_err(err)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,307 @@
+//! `create` and `run`: a new container from a bundle.
+//!
+//! Everything that can be checked is checked before anything is made
+//! (config fields, rlimits against this process's hard limits, the
+//! seccomp profile, namespace paths). Then the state directory, the
+//! `exec.fifo`, the cgroup and the processes are made in that order, and a
+//! guard undoes all of them if a later step fails: a failed `create`
+//! leaves no directory, cgroup, mount or process behind.
+
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+
+use nix::fcntl::{open, OFlag};
+use nix::sched::CloneFlags;
+use nix::sys::stat::Mode;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use super::spawn::{spawn, Parent};
+use super::CreateOptions;
+use crate::bundle::{check_process, Bundle};
+use crate::cgroups::Cgroup;
+use crate::error::Error;
+use crate::lsm::Labels;
+use crate::process::channel::{Channel, Message};
+use crate::process::{attrs, ChildArgs, JoinNs, Mode as ChildMode};
+use crate::seccomp::Filter;
+use crate::state::{self, ContainerState, RuntimeRoot, Status, EXEC_FIFO};
+
+/// Removes what a failed create made, unless disarmed.
+struct Undo {
+    dir: PathBuf,
+    cgroup: Option<Cgroup>,
+    armed: bool,
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(cg) = &self.cgroup {
+            let _ = cg.destroy();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub(super) fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
+    match t {
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        LinuxNamespaceType::Time => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+    }
+}
+
+/// `plinth create`: makes container `id` from `bundle`, leaving its init
+/// waiting for `start`.
+pub fn create(
+    root: &RuntimeRoot,
+    id: &str,
+    bundle: &Bundle,
+    opts: &CreateOptions,
+) -> Result<ContainerState, Error> {
+    create_inner(root, id, bundle, opts).map(|c| c.state)
+}
+
+/// `plinth run`: create and start, then wait for the container's init to
+/// exit, forwarding signals to it, and delete the container. Returns the
+/// exit status to exit with (128+N for a signal).
+pub fn run(
+    root: &RuntimeRoot,
+    id: &str,
+    bundle: &Bundle,
+    opts: &CreateOptions,
+    detach: bool,
+) -> Result<i32, Error> {
+    if detach {
+        create(root, id, bundle, opts)?;
+        super::start(root, id)?;
+        return Ok(0);
+    }
+    // The init is a grandchild: become its subreaper to wait for it.
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| Error::sys("PR_SET_CHILD_SUBREAPER", e))?;
+    let signals = super::wait::block_forwarded_signals()?;
+    let created = create_inner(root, id, bundle, opts)?;
+    let status = match super::start(root, id) {
+        Ok(()) => super::wait::wait_forwarding(
+            nix::unistd::Pid::from_raw(created.state.pid),
+            &signals,
+            created.console.as_ref(),
+        ),
+        Err(e) => Err(e),
+    };
+    // The init closes the channel when it execs; a message means it
+    // failed between start and exec.
+    let status = match created.channel.recv() {
+        Ok(Some((Message::Failed(e), _))) => Err(e.into()),
+        _ => status,
+    };
+    let deleted = super::delete(root, id, true);
+    let status = status?;
+    deleted?;
+    Ok(status)
+}
+
+fn invalid(bundle: &Bundle, field: impl Into<String>, message: impl Into<String>) -> Error {
+    Error::InvalidConfig {
+        path: bundle.dir().join("config.json"),
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+struct Created {
+    state: ContainerState,
+    console: Option<OwnedFd>,
+    channel: Channel,
+}
+
+fn create_inner(
+    root: &RuntimeRoot,
+    id: &str,
+    bundle: &Bundle,
+    opts: &CreateOptions,
+) -> Result<Created, Error> {
+    let dir = root.container_dir(id)?;
+    let spec: &Spec = bundle.spec();
+    let process = spec
+        .process()
+        .as_ref()
+        .expect("Bundle::load checks process");
+    check_process(process, "process").map_err(|(f, m)| invalid(bundle, f, m))?;
+    attrs::check_rlimits(
+        process.rlimits().as_deref().unwrap_or(&[]),
+        "process.rlimits",
+    )
+    .map_err(|(f, m)| invalid(bundle, f, m))?;
+    let linux = spec.linux().clone().unwrap_or_default();
+
+    let mut join = Vec::new();
+    let mut unshare = CloneFlags::empty();
+    for (i, ns) in linux.namespaces().iter().flatten().enumerate() {
+        let flag = ns_flag(ns.typ());
+        match ns.path() {
+            Some(p) => {
+                let fd =
+                    open(p, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| {
+                        invalid(
+                            bundle,
+                            format!("linux.namespaces[{i}].path"),
+                            format!("{}: {e}", p.display()),
+                        )
+                    })?;
+                join.push(JoinNs {
+                    kind: flag,
+                    fd,
+                    what: format!("linux.namespaces[{i}] {}", p.display()),
+                });
+            }
+            None => unshare |= flag,
+        }
+    }
+    if !unshare.contains(CloneFlags::CLONE_NEWNS) {
+        return Err(invalid(
+            bundle,
+            "linux.namespaces",
+            "a new mount namespace is required (plinth builds the root filesystem in it)",
+        ));
+    }
+    let new_userns = unshare.contains(CloneFlags::CLONE_NEWUSER);
+    let uid_maps = linux.uid_mappings().clone().unwrap_or_default();
+    let gid_maps = linux.gid_mappings().clone().unwrap_or_default();
+    if new_userns && (uid_maps.is_empty() || gid_maps.is_empty()) {
+        return Err(invalid(
+            bundle,
+            "linux.uidMappings",
+            "a new user namespace needs uidMappings and gidMappings",
+        ));
+    }
+    let in_userns = new_userns || join.iter().any(|j| j.kind == CloneFlags::CLONE_NEWUSER);
+    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty())
+        && !unshare.contains(CloneFlags::CLONE_NEWUTS)
+    {
+        return Err(invalid(
+            bundle,
+            "hostname",
+            "setting it needs a new uts namespace",
+        ));
+    }
+    let seccomp = match linux.seccomp() {
+        Some(s) => Some(Filter::compile(s)?),
+        None => None,
+    };
+    let labels = Labels::for_process(process);
+
+    // From here on, things are made; `undo` removes them on failure.
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(root.path())
+        .map_err(|e| Error::io(root.path(), e))?;
+    match fs::DirBuilder::new().mode(0o711).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::Exists(id.to_string()))
+        }
+        Err(e) => return Err(Error::io(&dir, e)),
+    }
+    let mut undo = Undo {
+        dir: dir.clone(),
+        cgroup: None,
+        armed: true,
+    };
+    let fifo_path = dir.join(EXEC_FIFO);
+    nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o600))
+        .map_err(|e| Error::sys(format!("mkfifo {}", fifo_path.display()), e))?;
+    let fifo = open(&fifo_path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| Error::sys(format!("open {}", fifo_path.display()), e))?;
+
+    let cgroup = Cgroup::open(linux.cgroups_path().as_ref().and_then(|p| p.to_str()), id)?;
+    cgroup.create()?;
+    undo.cgroup = Some(cgroup.clone());
+    if let Some(res) = linux.resources() {
+        cgroup.apply(res)?;
+    }
+
+    let created = state::now_rfc3339();
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    let mut st = ContainerState {
+        oci_version: crate::OCI_VERSION.to_string(),
+        id: id.to_string(),
+        status: Status::Creating,
+        pid: 0,
+        bundle: bundle.dir().to_path_buf(),
+        annotations,
+        init_start_time: 0,
+        created,
+        cgroup: Some(cgroup.clone()),
+        hooks: spec.hooks().clone(),
+        rootfs: bundle.rootfs().to_path_buf(),
+        owner: nix::unistd::getuid().as_raw(),
+        shared_pid_ns: !unshare.contains(CloneFlags::CLONE_NEWPID)
+            && !join.iter().any(|j| j.kind == CloneFlags::CLONE_NEWPID),
+        spec: Some(spec.clone()),
+    };
+    let hook_state = st.oci_state();
+    let terminal = process.terminal().unwrap_or(false);
+    let listener = seccomp.as_ref().and_then(|f| f.listener());
+    let listener_path: Option<PathBuf> = listener.as_ref().map(|(p, _)| p.clone());
+    let listener_meta: Option<String> = listener.and_then(|(_, m)| m);
+    let args = ChildArgs {
+        id,
+        spec,
+        process,
+        mode: ChildMode::Init {
+            bundle: bundle.dir(),
+            rootfs: bundle.rootfs(),
+            no_pivot: opts.no_pivot,
+            fifo: Some(&fifo),
+        },
+        join,
+        unshare,
+        seccomp,
+        labels,
+        preserve_fds: opts.preserve_fds,
+        no_new_keyring: opts.no_new_keyring,
+        terminal,
+        in_userns,
+    };
+    let mut parent = Parent {
+        cgroup: Some(&cgroup),
+        uid_mappings: &uid_maps,
+        gid_mappings: &gid_maps,
+        console_socket: opts.console_socket.as_deref(),
+        hooks: spec.hooks().as_ref(),
+        hook_state: hook_state.clone(),
+        oom_score_adj: process.oom_score_adj(),
+        listener: listener_path
+            .as_deref()
+            .map(|p| (p, listener_meta.as_deref())),
+        container_state: hook_state,
+    };
+    let spawned = spawn(args, &mut parent, true)?;
+    st.pid = spawned.pid.as_raw();
+    st.init_start_time = state::proc_start_time(spawned.pid)
+        .map(|(t, _)| t)
+        .ok_or_else(|| Error::Unsupported("the container's init exited during create".into()))?;
+    st.status = Status::Created;
+    st.save(&dir)?;
+    if let Some(pf) = &opts.pid_file {
+        state::write_pid_file(pf, spawned.pid)?;
+    }
+    undo.armed = false;
+    Ok(Created {
+        state: st,
+        console: spawned.console,
+        channel: spawned.channel,
+    })
+}

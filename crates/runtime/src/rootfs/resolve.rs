@@ -1,0 +1,199 @@
+//! Resolving paths inside the container's root without leaving it.
+//!
+//! Every mount destination, device node and masked path is looked up with
+//! `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` relative to an fd of
+//! the rootfs: a symlink planted in the image (`/proc -> /`,
+//! `/dev/null -> /proc/sys/kernel/core_pattern`) resolves as if the rootfs
+//! were `/`, so it can never point outside it (the CVE-2021-30465 and
+//! CVE-2025-31133 classes). Missing components are created one at a time
+//! under the same rule. The result is an `O_PATH` fd; mounts target it as
+//! `/proc/self/fd/N`, so nothing can be swapped between check and use.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{fstat, Mode, SFlag};
+
+/// What to create when a path does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Create {
+    /// Nothing: missing is an error.
+    No,
+    /// A directory (and its parents).
+    Dir,
+    /// An empty regular file (parents as directories).
+    File,
+}
+
+fn how(flags: OFlag) -> OpenHow {
+    OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+}
+
+/// Opens `path` (absolute or relative, interpreted inside `root`) as an
+/// `O_PATH` fd, creating it as asked. Symlinks inside the root are followed
+/// but stay inside it; magic links (`/proc/self/fd/..`) are refused.
+pub(crate) fn open_in_root(root: &impl AsFd, path: &Path, create: Create) -> nix::Result<OwnedFd> {
+    let rel = relative(path);
+    match openat2(root.as_fd(), &rel, how(OFlag::O_PATH)) {
+        Ok(fd) => return Ok(fd),
+        Err(Errno::ENOENT) if create != Create::No => {}
+        Err(e) => return Err(e),
+    }
+    // Walk from the root, creating what is missing.
+    let mut cur: OwnedFd = openat2(root.as_fd(), ".", how(OFlag::O_PATH | OFlag::O_DIRECTORY))?;
+    let comps: Vec<_> = rel.components().collect();
+    for (i, comp) in comps.iter().enumerate() {
+        let Component::Normal(name) = comp else {
+            continue;
+        };
+        let last = i + 1 == comps.len();
+        match openat2(cur.as_fd(), *name, how(OFlag::O_PATH)) {
+            Ok(fd) => {
+                // A ".." or symlink in `name` is resolved by openat2 relative
+                // to `cur`, which may sit below the root; re-resolve the
+                // prefix from the root so the walk never escapes.
+                let prefix: PathBuf = comps[..=i].iter().collect();
+                cur = openat2(root.as_fd(), &prefix, how(OFlag::O_PATH))?;
+                drop(fd);
+            }
+            Err(Errno::ENOENT) => {
+                if last && create == Create::File {
+                    let f = openat2(
+                        cur.as_fd(),
+                        *name,
+                        OpenHow::new()
+                            .flags(OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC)
+                            .mode(Mode::from_bits_truncate(0o644))
+                            .resolve(
+                                ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS,
+                            ),
+                    )?;
+                    drop(f);
+                } else {
+                    match nix::sys::stat::mkdirat(
+                        cur.as_fd(),
+                        *name,
+                        Mode::from_bits_truncate(0o755),
+                    ) {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                let prefix: PathBuf = comps[..=i].iter().collect();
+                cur = openat2(root.as_fd(), &prefix, how(OFlag::O_PATH))?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(cur)
+}
+
+/// The parent directory of `path` inside `root` (created if `create`), and
+/// the final component's name.
+pub(crate) fn open_parent_in_root(
+    root: &impl AsFd,
+    path: &Path,
+    create: bool,
+) -> nix::Result<(OwnedFd, PathBuf)> {
+    let rel = relative(path);
+    let name = rel.file_name().ok_or(Errno::EINVAL)?.into();
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let fd = open_in_root(root, parent, if create { Create::Dir } else { Create::No })?;
+    if !SFlag::from_bits_truncate(fstat(&fd)?.st_mode).contains(SFlag::S_IFDIR) {
+        return Err(Errno::ENOTDIR);
+    }
+    // Re-open as a directory fd usable with *at() calls.
+    let dir = openat2(fd.as_fd(), ".", how(OFlag::O_DIRECTORY | OFlag::O_RDONLY))?;
+    Ok((dir, name))
+}
+
+/// `/proc/self/fd/N`: the path through which a mount targets an fd.
+pub(crate) fn fd_path(fd: &impl AsRawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// The file type of an fd.
+pub(crate) fn file_type(fd: &impl AsFd) -> nix::Result<SFlag> {
+    Ok(SFlag::from_bits_truncate(fstat(fd)?.st_mode) & SFlag::S_IFMT)
+}
+
+fn relative(path: &Path) -> PathBuf {
+    let rel: PathBuf = path
+        .components()
+        .filter(|c| !matches!(c, Component::RootDir | Component::Prefix(_)))
+        .collect();
+    if rel.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        rel
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn root() -> (tempfile::TempDir, OwnedFd) {
+        let t = tempfile::tempdir().unwrap();
+        let fd = nix::fcntl::open(
+            t.path(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        (t, fd)
+    }
+
+    fn real(fd: &OwnedFd) -> PathBuf {
+        std::fs::read_link(fd_path(fd)).unwrap()
+    }
+
+    #[test]
+    fn absolute_symlink_stays_inside() {
+        let (t, fd) = root();
+        let outside = tempfile::tempdir().unwrap();
+        symlink(outside.path(), t.path().join("escape")).unwrap();
+        let got = open_in_root(&fd, Path::new("/escape/x"), Create::Dir).unwrap();
+        let p = real(&got);
+        assert!(p.starts_with(t.path()), "{p:?} left the root");
+        assert!(!outside.path().join("x").exists());
+    }
+
+    #[test]
+    fn dotdot_symlink_stays_inside() {
+        let (t, fd) = root();
+        symlink("../../../../../../tmp", t.path().join("up")).unwrap();
+        let got = open_in_root(&fd, Path::new("up/plinth-never"), Create::File).unwrap();
+        assert!(real(&got).starts_with(t.path()));
+        assert!(!Path::new("/tmp/plinth-never").exists());
+    }
+
+    #[test]
+    fn creates_file_and_parents() {
+        let (t, fd) = root();
+        let got = open_in_root(&fd, Path::new("/a/b/c"), Create::File).unwrap();
+        assert_eq!(file_type(&got).unwrap(), SFlag::S_IFREG);
+        assert!(t.path().join("a/b/c").is_file());
+        let (_parent, name) = open_parent_in_root(&fd, Path::new("/a/b/d"), false).unwrap();
+        assert_eq!(name, PathBuf::from("d"));
+    }
+
+    #[test]
+    fn missing_without_create_fails() {
+        let (_t, fd) = root();
+        assert_eq!(
+            open_in_root(&fd, Path::new("/nope"), Create::No).unwrap_err(),
+            Errno::ENOENT
+        );
+    }
+}
