@@ -68,7 +68,7 @@ pub fn create(
     bundle: &Bundle,
     opts: &CreateOptions,
 ) -> Result<ContainerState, Error> {
-    create_inner(root, id, bundle, opts).map(|c| c.state)
+    create_inner(root, id, bundle, opts, false).map(|c| c.state)
 }
 
 /// `plinth run`: create and start, then wait for the container's init to
@@ -90,7 +90,7 @@ pub fn run(
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| Error::sys("PR_SET_CHILD_SUBREAPER", e))?;
     let signals = super::wait::block_forwarded_signals()?;
-    let created = create_inner(root, id, bundle, opts)?;
+    let created = create_inner(root, id, bundle, opts, true)?;
     let status = match super::start(root, id) {
         Ok(()) => super::wait::wait_forwarding(
             nix::unistd::Pid::from_raw(created.state.pid),
@@ -130,6 +130,7 @@ fn create_inner(
     id: &str,
     bundle: &Bundle,
     opts: &CreateOptions,
+    foreground: bool,
 ) -> Result<Created, Error> {
     let dir = root.container_dir(id)?;
     let spec: &Spec = bundle.spec();
@@ -222,6 +223,21 @@ fn create_inner(
     let fifo_path = dir.join(EXEC_FIFO);
     nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o600))
         .map_err(|e| Error::sys(format!("mkfifo {}", fifo_path.display()), e))?;
+    // The init opens it as the container's root, which a user namespace
+    // maps to another host uid: hand the fifo to that uid, as runc does.
+    let host_root = |maps: &[oci_spec::runtime::LinuxIdMapping]| {
+        maps.iter()
+            .find(|m| m.container_id() == 0)
+            .map(|m| m.host_id())
+    };
+    if new_userns {
+        nix::unistd::chown(
+            &fifo_path,
+            host_root(&uid_maps).map(nix::unistd::Uid::from_raw),
+            host_root(&gid_maps).map(nix::unistd::Gid::from_raw),
+        )
+        .map_err(|e| Error::sys(format!("chown {}", fifo_path.display()), e))?;
+    }
     let fifo = open(&fifo_path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(|e| Error::sys(format!("open {}", fifo_path.display()), e))?;
 
@@ -265,6 +281,7 @@ fn create_inner(
             rootfs: bundle.rootfs(),
             no_pivot: opts.no_pivot,
             fifo: Some(&fifo),
+            foreground,
         },
         join,
         unshare,

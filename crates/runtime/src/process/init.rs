@@ -187,6 +187,7 @@ fn init(args: &mut ChildArgs<'_>, channel: &Channel, host_pid: i32) -> Result<()
         rootfs,
         no_pivot,
         fifo,
+        foreground,
     } = args.mode
     else {
         unreachable!("init runs for new containers only")
@@ -289,7 +290,7 @@ fn init(args: &mut ChildArgs<'_>, channel: &Channel, host_pid: i32) -> Result<()
     channel
         .send(&Message::Ready, None)
         .map_err(|e| InitError::new(InitStage::Protocol, "", e))?;
-    REPORTED_READY.store(true, Ordering::Relaxed);
+    REPORTED_READY.store(!foreground, Ordering::Relaxed);
     if let Some(fifo) = fifo {
         // Blocks until `start` opens the fifo for reading.
         let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());

@@ -43,6 +43,9 @@ pub(crate) enum Mode<'a> {
         no_pivot: bool,
         /// `O_PATH` fd of `exec.fifo`; `None` for `run` without a fifo.
         fifo: Option<&'a OwnedFd>,
+        /// `run` without `--detach`: the runtime stays and reports late
+        /// failures itself.
+        foreground: bool,
     },
     /// `exec`: a new process in a running container.
     Tenant,

@@ -43,30 +43,82 @@ pub(crate) fn open_in_root(root: &impl AsFd, path: &Path, create: Create) -> nix
         Err(Errno::ENOENT) if create != Create::No => {}
         Err(e) => return Err(e),
     }
-    // Walk from the root, creating what is missing.
-    let mut cur: OwnedFd = openat2(root.as_fd(), ".", how(OFlag::O_PATH | OFlag::O_DIRECTORY))?;
-    let comps: Vec<_> = rel.components().collect();
-    for (i, comp) in comps.iter().enumerate() {
-        let Component::Normal(name) = comp else {
-            continue;
+    create_in_root(root, &rel, create)
+}
+
+/// Walks `rel` from the root one component at a time, following symlinks
+/// by hand (an absolute target restarts at the root, `..` stops at it)
+/// and creating what is missing. Every name it acts on is a real
+/// directory entry below the root; the result is reopened with
+/// `RESOLVE_NO_SYMLINKS`, so a link swapped in meanwhile fails the open.
+fn create_in_root(root: &impl AsFd, rel: &Path, create: Create) -> nix::Result<OwnedFd> {
+    use nix::fcntl::{readlinkat, AtFlags};
+    use nix::sys::stat::fstatat;
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+
+    const MAX_LINKS: usize = 40;
+    let no_links = |flags: OFlag| {
+        OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS)
+    };
+    let open_dir = |stack: &[OsString]| {
+        let p: PathBuf = if stack.is_empty() {
+            PathBuf::from(".")
+        } else {
+            stack.iter().collect()
         };
-        let last = i + 1 == comps.len();
-        match openat2(cur.as_fd(), *name, how(OFlag::O_PATH)) {
-            Ok(fd) => {
-                // A ".." or symlink in `name` is resolved by openat2 relative
-                // to `cur`, which may sit below the root; re-resolve the
-                // prefix from the root so the walk never escapes.
-                let prefix: PathBuf = comps[..=i].iter().collect();
-                cur = openat2(root.as_fd(), &prefix, how(OFlag::O_PATH))?;
-                drop(fd);
+        openat2(
+            root.as_fd(),
+            &p,
+            no_links(OFlag::O_PATH | OFlag::O_DIRECTORY),
+        )
+    };
+    let mut todo: VecDeque<OsString> = rel
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut stack: Vec<OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(name) = todo.pop_front() {
+        if name == ".." {
+            stack.pop();
+            continue;
+        }
+        let dir = open_dir(&stack)?;
+        match fstatat(dir.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(Errno::ELOOP);
+                }
+                let target = PathBuf::from(readlinkat(dir.as_fd(), name.as_os_str())?);
+                if target.is_absolute() {
+                    stack.clear();
+                }
+                for c in target.components().rev() {
+                    match c {
+                        Component::Normal(n) => todo.push_front(n.to_os_string()),
+                        Component::ParentDir => todo.push_front("..".into()),
+                        _ => {}
+                    }
+                }
             }
-            Err(Errno::ENOENT) => {
-                if last && create == Create::File {
+            Ok(_) => stack.push(name),
+            Err(Errno::ENOENT) if create != Create::No => {
+                if todo.is_empty() && create == Create::File {
                     let f = openat2(
-                        cur.as_fd(),
-                        *name,
+                        dir.as_fd(),
+                        name.as_os_str(),
                         OpenHow::new()
-                            .flags(OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC)
+                            .flags(
+                                OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+                            )
                             .mode(Mode::from_bits_truncate(0o644))
                             .resolve(
                                 ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS,
@@ -75,21 +127,25 @@ pub(crate) fn open_in_root(root: &impl AsFd, path: &Path, create: Create) -> nix
                     drop(f);
                 } else {
                     match nix::sys::stat::mkdirat(
-                        cur.as_fd(),
-                        *name,
+                        dir.as_fd(),
+                        name.as_os_str(),
                         Mode::from_bits_truncate(0o755),
                     ) {
                         Ok(()) | Err(Errno::EEXIST) => {}
                         Err(e) => return Err(e),
                     }
                 }
-                let prefix: PathBuf = comps[..=i].iter().collect();
-                cur = openat2(root.as_fd(), &prefix, how(OFlag::O_PATH))?;
+                stack.push(name);
             }
             Err(e) => return Err(e),
         }
     }
-    Ok(cur)
+    let p: PathBuf = if stack.is_empty() {
+        PathBuf::from(".")
+    } else {
+        stack.iter().collect()
+    };
+    openat2(root.as_fd(), &p, no_links(OFlag::O_PATH))
 }
 
 /// The parent directory of `path` inside `root` (created if `create`), and
