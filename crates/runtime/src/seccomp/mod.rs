@@ -44,6 +44,8 @@ use oci_spec::runtime::{
 
 mod listener;
 mod load;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use listener::send_to_listener;
 
@@ -644,4 +646,569 @@ fn export(ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>, SeccompErro
             k: u32::from_ne_bytes([insn[4], insn[5], insn[6], insn[7]]),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsFd, AsRawFd};
+
+    use nix::errno::Errno;
+    use oci_spec::runtime::State;
+
+    use super::testing::*;
+    use super::*;
+
+    /// A profile from its JSON, as it appears in `config.json`.
+    fn profile(json: serde_json::Value) -> LinuxSeccomp {
+        serde_json::from_value(json).expect("a valid linux.seccomp")
+    }
+
+    fn compile(json: serde_json::Value) -> Filter {
+        Filter::compile(&profile(json)).expect("the profile compiles")
+    }
+
+    fn compile_err(json: serde_json::Value) -> String {
+        match Filter::compile(&profile(json.clone())) {
+            Ok(filter) => panic!("{json} compiled to {filter:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    use super::testing::answer_native as answer;
+
+    #[test]
+    fn every_action_compiles_to_its_return_value() {
+        let filter = compile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": "/run/agent.sock",
+            "syscalls": [
+                {"names": ["getpid"], "action": "SCMP_ACT_KILL"},
+                {"names": ["getppid"], "action": "SCMP_ACT_KILL_THREAD"},
+                {"names": ["gettid"], "action": "SCMP_ACT_KILL_PROCESS"},
+                {"names": ["getuid"], "action": "SCMP_ACT_TRAP"},
+                {"names": ["geteuid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 18},
+                {"names": ["getgid"], "action": "SCMP_ACT_ERRNO"},
+                {"names": ["getegid"], "action": "SCMP_ACT_TRACE", "errnoRet": 7},
+                {"names": ["getpgrp"], "action": "SCMP_ACT_TRACE"},
+                {"names": ["getsid"], "action": "SCMP_ACT_LOG"},
+                {"names": ["getcwd"], "action": "SCMP_ACT_NOTIFY"},
+            ]
+        }));
+        let zero = [0; 6];
+        assert_eq!(answer(&filter, "getpid", zero), RET_KILL_THREAD);
+        assert_eq!(answer(&filter, "getppid", zero), RET_KILL_THREAD);
+        assert_eq!(answer(&filter, "gettid", zero), RET_KILL_PROCESS);
+        assert_eq!(answer(&filter, "getuid", zero), RET_TRAP);
+        assert_eq!(answer(&filter, "geteuid", zero), RET_ERRNO | 18);
+        assert_eq!(
+            answer(&filter, "getgid", zero),
+            RET_ERRNO | 1,
+            "EPERM by default"
+        );
+        assert_eq!(answer(&filter, "getegid", zero), RET_TRACE | 7);
+        assert_eq!(answer(&filter, "getpgrp", zero), RET_TRACE | 1);
+        assert_eq!(answer(&filter, "getsid", zero), RET_LOG);
+        assert_eq!(answer(&filter, "getcwd", zero), RET_USER_NOTIF);
+        assert_eq!(answer(&filter, "uname", zero), RET_ALLOW);
+        assert!(filter.needs_listener());
+        assert_eq!(filter.listener_path(), Some(Path::new("/run/agent.sock")));
+    }
+
+    #[test]
+    fn default_action_and_default_errno() {
+        let filter = compile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "defaultErrnoRet": 38,
+            "syscalls": [{"names": ["getpid"], "action": "SCMP_ACT_ALLOW"}]
+        }));
+        assert_eq!(answer(&filter, "getpid", [0; 6]), RET_ALLOW);
+        assert_eq!(answer(&filter, "getppid", [0; 6]), RET_ERRNO | 38);
+        assert_eq!(
+            eval(&filter, native_audit_arch(), 1000, [0; 6]),
+            RET_ERRNO | 38
+        );
+        assert!(!filter.needs_listener());
+
+        let filter = compile(serde_json::json!({"defaultAction": "SCMP_ACT_ERRNO"}));
+        assert_eq!(answer(&filter, "getpid", [0; 6]), RET_ERRNO | 1);
+        let filter = compile(serde_json::json!({"defaultAction": "SCMP_ACT_KILL_PROCESS"}));
+        assert_eq!(answer(&filter, "getpid", [0; 6]), RET_KILL_PROCESS);
+    }
+
+    /// One rule per operator, each on its own syscall, all on argument 1.
+    #[test]
+    fn every_operator_compares_as_documented() {
+        let ops = [
+            ("SCMP_CMP_NE", "getpid"),
+            ("SCMP_CMP_LT", "getppid"),
+            ("SCMP_CMP_LE", "gettid"),
+            ("SCMP_CMP_EQ", "getuid"),
+            ("SCMP_CMP_GE", "geteuid"),
+            ("SCMP_CMP_GT", "getgid"),
+        ];
+        let mut rules: Vec<_> = ops
+            .iter()
+            .map(|(op, name)| {
+                serde_json::json!({
+                    "names": [name], "action": "SCMP_ACT_ERRNO", "errnoRet": 18,
+                    "args": [{"index": 1, "value": 10, "op": op}]
+                })
+            })
+            .collect();
+        rules.push(serde_json::json!({
+            "names": ["getegid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 18,
+            "args": [{"index": 1, "value": 0xf0, "valueTwo": 0x30, "op": "SCMP_CMP_MASKED_EQ"}]
+        }));
+        let filter = compile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW", "syscalls": rules
+        }));
+        let hit = |name: &str, value: u64| {
+            answer(&filter, name, [0, value, 0, 0, 0, 0]) == RET_ERRNO | 18
+        };
+        type Expected = fn(u64) -> bool;
+        let table: [(&str, Expected); 7] = [
+            ("getpid", |v| v != 10),
+            ("getppid", |v| v < 10),
+            ("gettid", |v| v <= 10),
+            ("getuid", |v| v == 10),
+            ("geteuid", |v| v >= 10),
+            ("getgid", |v| v > 10),
+            ("getegid", |v| v & 0xf0 == 0x30),
+        ];
+        // 64-bit values: the high word matters too.
+        let values = [
+            0,
+            9,
+            10,
+            11,
+            0x30,
+            0x3f,
+            0x130,
+            0x40,
+            1 << 32 | 10,
+            u64::MAX,
+        ];
+        for (name, expected) in table {
+            for value in values {
+                assert_eq!(hit(name, value), expected(value), "{name}({value:#x})");
+            }
+        }
+    }
+
+    #[test]
+    fn distinct_arguments_are_anded_repeated_ones_ored() {
+        let filter = compile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+                {"names": ["getpid"], "action": "SCMP_ACT_ERRNO", "args": [
+                    {"index": 0, "value": 1, "op": "SCMP_CMP_EQ"},
+                    {"index": 1, "value": 2, "op": "SCMP_CMP_EQ"}
+                ]},
+                {"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "args": [
+                    {"index": 0, "value": 1, "op": "SCMP_CMP_EQ"},
+                    {"index": 0, "value": 2, "op": "SCMP_CMP_EQ"}
+                ]}
+            ]
+        }));
+        let errs = |name: &str, a0: u64, a1: u64| {
+            answer(&filter, name, [a0, a1, 0, 0, 0, 0]) == RET_ERRNO | 1
+        };
+        assert!(errs("getpid", 1, 2));
+        assert!(!errs("getpid", 1, 3));
+        assert!(!errs("getpid", 2, 2));
+        assert!(errs("getppid", 1, 0));
+        assert!(errs("getppid", 2, 0));
+        assert!(!errs("getppid", 3, 0));
+    }
+
+    #[test]
+    fn unknown_syscalls_and_rules_like_the_default_are_skipped() {
+        let filter = compile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [
+                {"names": ["no_such_syscall", "getpid"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+                {"names": ["gettid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 2}
+            ]
+        }));
+        assert_eq!(answer(&filter, "getpid", [0; 6]), RET_ALLOW);
+        assert_eq!(answer(&filter, "getppid", [0; 6]), RET_ERRNO | 1);
+        assert_eq!(answer(&filter, "gettid", [0; 6]), RET_ERRNO | 2);
+
+        // A NOTIFY rule whose names are all unknown needs no listener.
+        let filter = compile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": "/run/agent.sock",
+            "listenerMetadata": "hello",
+            "syscalls": [{"names": ["no_such_syscall"], "action": "SCMP_ACT_NOTIFY"}]
+        }));
+        assert!(!filter.needs_listener());
+        assert_eq!(filter.listener_metadata(), Some("hello"));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn architectures_are_added_and_native_is_always_present() {
+        let rules = serde_json::json!([
+            {"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": 18}
+        ]);
+        let filter = compile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86"],
+            "syscalls": rules
+        }));
+        // getcwd is 79 on x86_64 and 183 on i386.
+        assert_eq!(eval(&filter, AUDIT_ARCH_X86_64, 79, [0; 6]), RET_ERRNO | 18);
+        assert_eq!(eval(&filter, AUDIT_ARCH_I386, 183, [0; 6]), RET_ERRNO | 18);
+        assert_eq!(eval(&filter, AUDIT_ARCH_I386, 79, [0; 6]), RET_ALLOW);
+        // An architecture the filter does not list is killed.
+        assert_eq!(
+            eval(&filter, AUDIT_ARCH_AARCH64, 17, [0; 6]),
+            RET_KILL_THREAD
+        );
+
+        // x32 shares the x86_64 audit arch, with bit 30 set on the number.
+        let filter = compile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "syscalls": rules
+        }));
+        assert_eq!(
+            eval(&filter, AUDIT_ARCH_X86_64, 0x4000_0000 | 79, [0; 6]),
+            RET_ERRNO | 18
+        );
+        let without_x32 = compile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW", "syscalls": rules
+        }));
+        assert_ne!(
+            eval(&without_x32, AUDIT_ARCH_X86_64, 0x4000_0000 | 79, [0; 6]),
+            RET_ERRNO | 18
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (
+                serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+                    {"names": ["getpid"], "action": "SCMP_ACT_ALLOW"},
+                    {"names": ["getpid"], "action": "SCMP_ACT_ERRNO", "args": [
+                        {"index": 0, "value": 1, "op": "SCMP_CMP_EQ"},
+                        {"index": 1, "value": 255, "op": "SCMP_CMP_MASKED_EQ"}
+                    ]}
+                ]}),
+                "linux.seccomp.syscalls[1].args[1]: op SCMP_CMP_MASKED_EQ needs valueTwo",
+            ),
+            (
+                serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+                    {"names": ["getpid"], "action": "SCMP_ACT_ERRNO", "args": [
+                        {"index": 6, "value": 1, "op": "SCMP_CMP_EQ"}
+                    ]}
+                ]}),
+                "linux.seccomp.syscalls[0].args[0]: argument index 6 is out of range",
+            ),
+            (
+                serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+                    {"names": [], "action": "SCMP_ACT_ERRNO"}
+                ]}),
+                "linux.seccomp.syscalls[0].names: a rule needs at least one syscall name",
+            ),
+            (
+                serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+                    {"names": ["getpid"], "action": "SCMP_ACT_ERRNO"},
+                    {"names": ["getpid"], "action": "SCMP_ACT_NOTIFY"}
+                ]}),
+                "linux.seccomp.syscalls[1].action: SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath",
+            ),
+            (
+                serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+                    {"names": ["getpid"], "action": "SCMP_ACT_KILL", "errnoRet": 1}
+                ]}),
+                "linux.seccomp.syscalls[0].errnoRet: SCMP_ACT_KILL takes no errno",
+            ),
+            (
+                serde_json::json!({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 65536}),
+                "linux.seccomp.defaultErrnoRet: errno 65536 is out of range",
+            ),
+            (
+                serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "defaultErrnoRet": 1}),
+                "linux.seccomp.defaultErrnoRet: SCMP_ACT_ALLOW takes no errno",
+            ),
+            (
+                serde_json::json!({"defaultAction": "SCMP_ACT_NOTIFY", "listenerPath": "/a"}),
+                "linux.seccomp.defaultAction: SCMP_ACT_NOTIFY cannot be the default action",
+            ),
+            (
+                serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
+                    "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_PPC"]}),
+                "linux.seccomp.architectures[1]: cannot add SCMP_ARCH_PPC to the filter",
+            ),
+        ];
+        for (json, expected) in cases {
+            let message = compile_err(json.clone());
+            assert!(
+                message.starts_with(expected),
+                "{json}\n  gave: {message}\n  want: {expected}..."
+            );
+        }
+    }
+
+    #[test]
+    fn flags_map_to_seccomp_flags() {
+        use LinuxSeccompFilterFlag::*;
+        let all = [
+            SeccompFilterFlagTsync,
+            SeccompFilterFlagLog,
+            SeccompFilterFlagSpecAllow,
+            SeccompFilterFlagWaitKillableRecv,
+        ];
+        assert_eq!(
+            kernel_flags(&all, false),
+            libc::SECCOMP_FILTER_FLAG_TSYNC
+                | libc::SECCOMP_FILTER_FLAG_LOG
+                | libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW
+        );
+        assert_eq!(
+            kernel_flags(&all, true),
+            libc::SECCOMP_FILTER_FLAG_TSYNC
+                | libc::SECCOMP_FILTER_FLAG_TSYNC_ESRCH
+                | libc::SECCOMP_FILTER_FLAG_LOG
+                | libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW
+                | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+                | libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+        );
+        assert_eq!(kernel_flags(&[], false), 0);
+    }
+
+    #[test]
+    fn process_state_json_has_the_runtime_spec_fields() {
+        let state: State = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.2.0", "id": "demo", "status": "creating", "pid": 42,
+            "bundle": "/b"
+        }))
+        .unwrap();
+        let json = listener_json(42, Some("meta"), &state);
+        assert_eq!(json["ociVersion"], "1.2.0");
+        assert_eq!(json["fds"], serde_json::json!(["seccompFd"]));
+        assert_eq!(json["pid"], 42);
+        assert_eq!(json["metadata"], "meta");
+        assert_eq!(json["state"]["id"], "demo");
+        assert_eq!(json["state"]["status"], "creating");
+        let json = listener_json(42, None, &state);
+        assert!(json.get("metadata").is_none());
+    }
+
+    fn listener_json(pid: i32, metadata: Option<&str>, state: &State) -> serde_json::Value {
+        let bytes = listener::process_state_json(pid, metadata, state).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    // ---- Real kernel: each test runs in a re-executed child. -----------------
+
+    #[test]
+    fn kernel_errno_rules_return_their_errno() {
+        if !kernel_has_seccomp() {
+            return;
+        }
+        in_child(
+            "seccomp::tests::kernel_errno_rules_return_their_errno",
+            || {
+                let filter = compile(serde_json::json!({
+                    "defaultAction": "SCMP_ACT_ALLOW",
+                    "syscalls": [
+                        {"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EXDEV},
+                        {"names": ["uname"], "action": "SCMP_ACT_ERRNO"}
+                    ]
+                }));
+                set_no_new_privs();
+                assert!(filter.load().unwrap().is_none());
+                assert_eq!(nix::unistd::getcwd(), Err(Errno::EXDEV));
+                assert_eq!(nix::sys::utsname::uname().map(drop), Err(Errno::EPERM));
+                assert!(nix::unistd::getpid().as_raw() > 0);
+            },
+        );
+    }
+
+    #[test]
+    fn kernel_argument_conditions_select_calls() {
+        if !kernel_has_seccomp() {
+            return;
+        }
+        in_child(
+            "seccomp::tests::kernel_argument_conditions_select_calls",
+            || {
+                let filter = compile(serde_json::json!({
+                    "defaultAction": "SCMP_ACT_ALLOW",
+                    "syscalls": [
+                        // personality: only the query 0xffffffff passes.
+                        {"names": ["personality"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EXDEV,
+                         "args": [{"index": 0, "value": 0xffff_ffff_u64, "op": "SCMP_CMP_NE"}]},
+                        // getpriority(PRIO_PGRP, who > 0) only.
+                        {"names": ["getpriority"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOTBLK,
+                         "args": [
+                            {"index": 0, "value": libc::PRIO_PGRP, "op": "SCMP_CMP_EQ"},
+                            {"index": 1, "value": 0, "op": "SCMP_CMP_GT"}
+                         ]}
+                    ]
+                }));
+                set_no_new_privs();
+                filter.load().unwrap();
+                let personality = libc::SYS_personality;
+                assert!(raw_syscall(personality, [0xffff_ffff, 0, 0]).is_ok());
+                assert_eq!(raw_syscall(personality, [0, 0, 0]), Err(Errno::EXDEV));
+                let getpriority = libc::SYS_getpriority;
+                let pgrp = nix::unistd::getpgrp().as_raw() as libc::c_long;
+                let prio_pgrp = libc::PRIO_PGRP as libc::c_long;
+                assert!(raw_syscall(getpriority, [prio_pgrp, 0, 0]).is_ok());
+                assert_eq!(
+                    raw_syscall(getpriority, [prio_pgrp, pgrp, 0]),
+                    Err(Errno::ENOTBLK)
+                );
+                assert!(
+                    raw_syscall(getpriority, [libc::PRIO_PROCESS as libc::c_long, 0, 0]).is_ok()
+                );
+            },
+        );
+    }
+
+    #[test]
+    fn kernel_flags_are_accepted() {
+        if !kernel_has_seccomp() {
+            return;
+        }
+        in_child("seccomp::tests::kernel_flags_are_accepted", || {
+            let filter = compile(serde_json::json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "flags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG",
+                          "SECCOMP_FILTER_FLAG_SPEC_ALLOW"],
+                "syscalls": [{"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": 18}]
+            }));
+            set_no_new_privs();
+            assert!(filter.load().unwrap().is_none());
+            assert_eq!(nix::unistd::getcwd(), Err(Errno::EXDEV));
+            // TSYNC: a thread that existed before the load has the filter too.
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            assert!(status.contains("Seccomp:\t2"), "{status}");
+        });
+    }
+
+    #[test]
+    fn kernel_notify_fd_reaches_the_agent_and_works() {
+        if !kernel_has_seccomp() {
+            return;
+        }
+        in_child(
+            "seccomp::tests::kernel_notify_fd_reaches_the_agent_and_works",
+            || {
+                let dir = tempfile::tempdir().unwrap();
+                let socket = dir.path().join("agent.sock");
+                let agent = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+                let filter = compile(serde_json::json!({
+                    "defaultAction": "SCMP_ACT_ALLOW",
+                    "listenerPath": socket,
+                    "listenerMetadata": "agent-data",
+                    "flags": ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"],
+                    "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_NOTIFY"}]
+                }));
+                assert!(filter.needs_listener());
+                let path = filter.listener_path().unwrap().to_owned();
+                let metadata = filter.listener_metadata().map(str::to_owned);
+                set_no_new_privs();
+                let fd = filter.load().unwrap().expect("a notification fd");
+
+                let state: State = serde_json::from_value(serde_json::json!({
+                    "ociVersion": "1.2.0", "id": "notify-test", "status": "creating",
+                    "pid": std::process::id(), "bundle": "/bundle"
+                }))
+                .unwrap();
+                let pid = std::process::id() as i32;
+                send_to_listener(&path, fd.as_fd(), pid, metadata.as_deref(), &state).unwrap();
+                drop(fd);
+
+                // The agent's side: accept, receive the JSON and the fd.
+                let (conn, _) = agent.accept().unwrap();
+                let mut buf = vec![0_u8; 64 * 1024];
+                let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+                let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+                let msg = nix::sys::socket::recvmsg::<()>(
+                    conn.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut cmsg),
+                    nix::sys::socket::MsgFlags::empty(),
+                )
+                .unwrap();
+                let fds: Vec<_> = msg
+                    .cmsgs()
+                    .unwrap()
+                    .flat_map(|c| match c {
+                        nix::sys::socket::ControlMessageOwned::ScmRights(fds) => fds,
+                        _ => vec![],
+                    })
+                    .collect();
+                let len = msg.bytes;
+                assert_eq!(fds.len(), 1, "one fd attached");
+                let json: serde_json::Value = serde_json::from_slice(&buf[..len]).unwrap();
+                assert_eq!(json["ociVersion"], "1.2.0");
+                assert_eq!(json["fds"], serde_json::json!(["seccompFd"]));
+                assert_eq!(json["pid"], pid);
+                assert_eq!(json["metadata"], "agent-data");
+                assert_eq!(json["state"]["id"], "notify-test");
+
+                // The received fd works: a thread's getppid waits for the agent,
+                // which answers 4242.
+                let notify_fd = fds[0];
+                let caller = std::thread::spawn(|| raw_syscall(libc::SYS_getppid, [0, 0, 0]));
+                let req = libseccomp::ScmpNotifReq::receive(notify_fd).unwrap();
+                assert_eq!(
+                    req.data.syscall,
+                    libseccomp::ScmpSyscall::from_name("getppid").unwrap()
+                );
+                libseccomp::ScmpNotifResp::new_val(
+                    req.id,
+                    4242,
+                    libseccomp::ScmpNotifRespFlags::empty(),
+                )
+                .respond(notify_fd)
+                .unwrap();
+                assert_eq!(caller.join().unwrap(), Ok(4242));
+            },
+        );
+    }
+
+    #[test]
+    fn kernel_default_profile_answers_enosys_and_eperm() {
+        if !kernel_has_seccomp() {
+            return;
+        }
+        in_child(
+            "seccomp::tests::kernel_default_profile_answers_enosys_and_eperm",
+            || {
+                let filter = Filter::compile(&crate::template::default_seccomp()).unwrap();
+                set_no_new_privs();
+                filter.load().unwrap();
+                // Unknown to the profile: ENOSYS.
+                assert_eq!(raw_syscall(435 /* clone3 */, [0, 0, 0]), Err(Errno::ENOSYS));
+                assert_eq!(raw_syscall(1000, [0, 0, 0]), Err(Errno::ENOSYS));
+                // Known and refused: EPERM.
+                assert_eq!(raw_syscall(libc::SYS_mount, [0, 0, 0]), Err(Errno::EPERM));
+                assert_eq!(
+                    raw_syscall(
+                        libc::SYS_unshare,
+                        [libc::CLONE_NEWUSER as libc::c_long, 0, 0]
+                    ),
+                    Err(Errno::EPERM)
+                );
+                // Allowed.
+                assert_eq!(
+                    raw_syscall(libc::SYS_getpid, [0, 0, 0]),
+                    Ok(std::process::id() as libc::c_long)
+                );
+                // glibc falls back from clone3 to clone: threads and processes
+                // still start.
+                assert_eq!(std::thread::spawn(|| 7).join().unwrap(), 7);
+                let status = std::process::Command::new("true").status().unwrap();
+                assert!(status.success());
+            },
+        );
+    }
 }
