@@ -1025,3 +1025,246 @@ fn built<T>(result: Result<T, oci_spec::OciSpecError>) -> T {
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|&s| s.to_owned()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::seccomp::testing::{answer_native as answer, RET_ALLOW, RET_ERRNO};
+    use crate::seccomp::Filter;
+
+    #[test]
+    fn default_spec_round_trips_through_json() {
+        for rootless in [false, true] {
+            let spec = default_spec(rootless);
+            let json = serde_json::to_string_pretty(&spec).unwrap();
+            let back: Spec = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, spec, "rootless={rootless}");
+        }
+    }
+
+    #[test]
+    fn default_spec_is_runcs_with_plinths_hostname_and_seccomp() {
+        let json = serde_json::to_value(default_spec(false)).unwrap();
+        assert_eq!(json["ociVersion"], "1.2.0");
+        assert_eq!(json["hostname"], "plinth");
+        assert_eq!(
+            json["root"],
+            serde_json::json!({"path": "rootfs", "readonly": true})
+        );
+        assert!(json.get("annotations").is_none());
+        let process = &json["process"];
+        assert_eq!(process["terminal"], true);
+        assert_eq!(process["user"], serde_json::json!({"uid": 0, "gid": 0}));
+        assert_eq!(process["args"], serde_json::json!(["sh"]));
+        assert_eq!(
+            process["env"],
+            serde_json::json!([
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "TERM=xterm"
+            ])
+        );
+        assert_eq!(process["cwd"], "/");
+        assert_eq!(process["noNewPrivileges"], true);
+        assert_eq!(
+            process["rlimits"],
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}])
+        );
+        let caps: HashSet<_> = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+            .into_iter()
+            .collect();
+        for set in ["bounding", "effective", "permitted"] {
+            let got: HashSet<_> = process["capabilities"][set]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap())
+                .collect();
+            assert_eq!(got, caps, "{set}");
+        }
+        for set in ["inheritable", "ambient"] {
+            assert!(process["capabilities"].get(set).is_none(), "{set}");
+        }
+
+        let mounts = json["mounts"].as_array().unwrap();
+        let destinations: Vec<_> = mounts
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            destinations,
+            [
+                "/proc",
+                "/dev",
+                "/dev/pts",
+                "/dev/shm",
+                "/dev/mqueue",
+                "/sys",
+                "/sys/fs/cgroup"
+            ]
+        );
+        assert!(mounts[0].get("options").is_none());
+        assert_eq!(mounts[2]["options"][5], "gid=5");
+        assert_eq!(mounts[5]["type"], "sysfs");
+        assert_eq!(
+            mounts[6]["options"],
+            serde_json::json!(["nosuid", "noexec", "nodev", "relatime", "ro"])
+        );
+
+        let linux = &json["linux"];
+        let namespaces: Vec<_> = linux["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            namespaces,
+            ["pid", "network", "ipc", "uts", "mount", "cgroup"]
+        );
+        assert_eq!(
+            linux["resources"],
+            serde_json::json!({"devices": [{"allow": false, "access": "rwm"}]})
+        );
+        assert_eq!(linux["maskedPaths"].as_array().unwrap().len(), 10);
+        assert_eq!(linux["readonlyPaths"].as_array().unwrap().len(), 5);
+        assert_eq!(linux["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(linux["seccomp"]["defaultErrnoRet"], 38);
+        assert!(linux.get("uidMappings").is_none());
+    }
+
+    #[test]
+    fn rootless_spec_is_runcs_rewrite() {
+        let json = serde_json::to_value(default_spec_for(Some((1234, 5678)))).unwrap();
+        let linux = &json["linux"];
+        let namespaces: Vec<_> = linux["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(namespaces, ["pid", "ipc", "uts", "mount", "user"]);
+        assert_eq!(
+            linux["uidMappings"],
+            serde_json::json!([{"hostID": 1234, "containerID": 0, "size": 1}])
+        );
+        assert_eq!(
+            linux["gidMappings"],
+            serde_json::json!([{"hostID": 5678, "containerID": 0, "size": 1}])
+        );
+        assert!(linux.get("resources").is_none());
+        let mounts = json["mounts"].as_array().unwrap();
+        assert_eq!(
+            mounts[2]["options"],
+            serde_json::json!([
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620"
+            ])
+        );
+        assert_eq!(
+            mounts[5],
+            serde_json::json!({"destination": "/sys", "type": "none", "source": "/sys",
+                "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
+        );
+        assert_eq!(mounts.len(), 7);
+
+        // default_spec(true) maps the calling user.
+        let json = serde_json::to_value(default_spec(true)).unwrap();
+        assert_eq!(
+            json["linux"]["uidMappings"][0]["hostID"],
+            nix::unistd::geteuid().as_raw()
+        );
+    }
+
+    /// Names of the profile that libseccomp does not know on x86_64 would
+    /// be skipped with a warning on every `plinth create`.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_profile_name_is_known_to_libseccomp_on_x86_64() {
+        let unknown: Vec<_> = default_allowed_syscalls()
+            .chain(default_refused_syscalls())
+            .chain(["personality", "clone"])
+            .filter(|name| {
+                libseccomp::ScmpSyscall::from_name_by_arch(name, libseccomp::ScmpArch::X8664)
+                    .is_err()
+            })
+            .collect();
+        assert!(unknown.is_empty(), "unknown to libseccomp: {unknown:?}");
+    }
+
+    #[test]
+    fn profile_lists_have_no_duplicates_and_do_not_overlap() {
+        let mut seen = HashSet::new();
+        for name in default_allowed_syscalls().chain(default_refused_syscalls()) {
+            assert!(seen.insert(name), "{name} is listed twice");
+        }
+        for name in ["clone", "clone3", "personality"] {
+            assert!(
+                !seen.contains(name),
+                "{name} must not be listed unconditionally"
+            );
+        }
+        let allowed = default_allowed_syscalls().count();
+        assert!((330..=380).contains(&allowed), "{allowed} allowed syscalls");
+    }
+
+    #[test]
+    fn default_profile_answers_enosys_to_the_unknown_and_eperm_to_the_refused() {
+        let seccomp = default_seccomp();
+        assert_eq!(seccomp.default_action(), LinuxSeccompAction::ScmpActErrno);
+        assert_eq!(seccomp.default_errno_ret(), Some(38));
+        let filter = Filter::compile(&seccomp).unwrap();
+        let zero = [0; 6];
+        assert_eq!(answer(&filter, "clone3", zero), RET_ERRNO | 38);
+        assert_eq!(answer(&filter, "mount", zero), RET_ERRNO | 1);
+        assert_eq!(answer(&filter, "bpf", zero), RET_ERRNO | 1);
+        assert_eq!(answer(&filter, "getpid", zero), RET_ALLOW);
+        assert_eq!(answer(&filter, "openat", zero), RET_ALLOW);
+        for name in default_allowed_syscalls() {
+            if libseccomp::ScmpSyscall::from_name(name)
+                .unwrap()
+                .as_raw_syscall()
+                >= 0
+            {
+                assert_eq!(answer(&filter, name, zero), RET_ALLOW, "{name}");
+            }
+        }
+        for name in default_refused_syscalls() {
+            if libseccomp::ScmpSyscall::from_name(name)
+                .unwrap()
+                .as_raw_syscall()
+                >= 0
+            {
+                assert_eq!(answer(&filter, name, zero), RET_ERRNO | 1, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn default_profile_conditions_on_clone_and_personality() {
+        let filter = Filter::compile(&default_seccomp()).unwrap();
+        let clone = |flags: u64| answer(&filter, "clone", [flags, 0, 0, 0, 0, 0]);
+        // What glibc's pthread_create and fork pass.
+        assert_eq!(clone(0x003d_0f00), RET_ALLOW);
+        assert_eq!(clone(0x0120_0011), RET_ALLOW);
+        for flag in CLONE_NAMESPACE_FLAGS {
+            assert_eq!(clone(flag | 0x11), RET_ERRNO | 1, "{flag:#x}");
+        }
+        assert_eq!(clone(0x7e02_0000), RET_ERRNO | 1);
+        // CLONE_NEWTIME (0x80) is a clone3/unshare flag; in clone it is CSIGNAL.
+        assert_eq!(clone(0x80), RET_ALLOW);
+
+        let personality = |p: u64| answer(&filter, "personality", [p, 0, 0, 0, 0, 0]);
+        for &p in PERSONAS {
+            assert_eq!(personality(p), RET_ALLOW, "{p:#x}");
+        }
+        assert_eq!(
+            personality(0x0040_0000 /* READ_IMPLIES_EXEC */),
+            RET_ERRNO | 38
+        );
+    }
+}
