@@ -67,421 +67,142 @@ const ENOSYS: u32 = libc::ENOSYS as u32;
 // ---------------------------------------------------------------------------
 
 /// Creating, running and reaping processes; process groups and sessions.
+#[rustfmt::skip]
 const PROCESSES: &[&str] = &[
-    "execve",
-    "execveat",
-    "exit",
-    "exit_group",
-    "fork",
-    "vfork",
-    "wait4",
-    "waitid",
-    "waitpid",
-    "getpid",
-    "getppid",
-    "gettid",
-    "getpgid",
-    "setpgid",
-    "getpgrp",
-    "getsid",
-    "setsid",
-    "set_tid_address",
-    "set_robust_list",
-    "get_robust_list",
-    "rseq",
-    "restart_syscall",
-    "prctl",
-    "seccomp",
-    "pidfd_open",
-    "pidfd_send_signal",
+    "execve", "execveat", "exit", "exit_group", "fork", "vfork", "wait4", "waitid", "waitpid",
+    "getpid", "getppid", "gettid", "getpgid", "setpgid", "getpgrp", "getsid", "setsid",
+    "set_tid_address", "set_robust_list", "get_robust_list", "rseq", "restart_syscall", "prctl",
+    "seccomp", "pidfd_open", "pidfd_send_signal",
 ];
 
 /// Credentials and limits (the kernel checks the capabilities they need).
+#[rustfmt::skip]
 const CREDENTIALS: &[&str] = &[
-    "getuid",
-    "geteuid",
-    "getgid",
-    "getegid",
-    "getresuid",
-    "getresgid",
-    "getgroups",
-    "setuid",
-    "setgid",
-    "setreuid",
-    "setregid",
-    "setresuid",
-    "setresgid",
-    "setfsuid",
-    "setfsgid",
-    "setgroups",
-    "capget",
-    "capset",
-    "getrlimit",
-    "setrlimit",
-    "prlimit64",
-    "ugetrlimit",
-    "getrusage",
-    "times",
-    "umask",
-    "getpriority",
-    "setpriority",
-    "nice",
+    "getuid", "geteuid", "getgid", "getegid", "getresuid", "getresgid", "getgroups", "setuid",
+    "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid",
+    "setgroups", "capget", "capset", "getrlimit", "setrlimit", "prlimit64", "ugetrlimit",
+    "getrusage", "times", "umask", "getpriority", "setpriority", "nice",
 ];
 
-/// The 16-bit-id era's 32-bit variants of the credential calls.
+/// i386 and arm: the credential calls that take 32-bit ids (there the
+/// unsuffixed ones take 16-bit ids).
+#[rustfmt::skip]
 const CREDENTIALS_32: &[&str] = &[
-    "getuid32",
-    "geteuid32",
-    "getgid32",
-    "getegid32",
-    "getresuid32",
-    "getresgid32",
-    "getgroups32",
-    "setuid32",
-    "setgid32",
-    "setreuid32",
-    "setregid32",
-    "setresuid32",
-    "setresgid32",
-    "setfsuid32",
-    "setfsgid32",
-    "setgroups32",
-    "chown32",
-    "fchown32",
-    "lchown32",
+    "getuid32", "geteuid32", "getgid32", "getegid32", "getresuid32", "getresgid32",
+    "getgroups32", "setuid32", "setgid32", "setreuid32", "setregid32", "setresuid32",
+    "setresgid32", "setfsuid32", "setfsgid32", "setgroups32", "chown32", "fchown32", "lchown32",
 ];
 
 /// Signals, timers that deliver them, and waiting for them.
+#[rustfmt::skip]
 const SIGNALS: &[&str] = &[
-    "kill",
-    "tkill",
-    "tgkill",
-    "rt_sigaction",
-    "rt_sigprocmask",
-    "rt_sigreturn",
-    "rt_sigsuspend",
-    "rt_sigpending",
-    "rt_sigtimedwait",
-    "rt_sigtimedwait_time64",
-    "rt_sigqueueinfo",
-    "rt_tgsigqueueinfo",
-    "sigaltstack",
-    "signalfd",
-    "signalfd4",
-    "sigaction",
-    "sigprocmask",
-    "sigreturn",
-    "sigsuspend",
-    "sigpending",
-    "pause",
-    "alarm",
-    "getitimer",
+    "kill", "tkill", "tgkill", "rt_sigaction", "rt_sigprocmask", "rt_sigreturn",
+    "rt_sigsuspend", "rt_sigpending", "rt_sigtimedwait", "rt_sigtimedwait_time64",
+    "rt_sigqueueinfo", "rt_tgsigqueueinfo", "sigaltstack", "signalfd", "signalfd4", "sigaction",
+    "sigprocmask", "sigreturn", "sigsuspend", "sigpending", "pause", "alarm", "getitimer",
     "setitimer",
 ];
 
 /// The address space: mappings, protection, locking, barriers.
+#[rustfmt::skip]
 const MEMORY: &[&str] = &[
-    "brk",
-    "mmap",
-    "mmap2",
-    "munmap",
-    "mremap",
-    "mprotect",
-    "madvise",
-    "mincore",
-    "msync",
-    "mlock",
-    "mlock2",
-    "munlock",
-    "mlockall",
-    "munlockall",
-    "remap_file_pages",
-    "membarrier",
-    "memfd_create",
-    "memfd_secret",
-    "pkey_alloc",
-    "pkey_free",
-    "pkey_mprotect",
-    "map_shadow_stack",
-    "process_mrelease",
+    "brk", "mmap", "mmap2", "munmap", "mremap", "mprotect", "madvise", "mincore", "msync",
+    "mlock", "mlock2", "munlock", "mlockall", "munlockall", "remap_file_pages", "membarrier",
+    "memfd_create", "memfd_secret", "pkey_alloc", "pkey_free", "pkey_mprotect",
+    "map_shadow_stack", "process_mrelease",
 ];
 
 /// Opening, reading, writing and syncing files and descriptors.
+#[rustfmt::skip]
 const FILE_IO: &[&str] = &[
-    "open",
-    "openat",
-    "openat2",
-    "creat",
-    "close",
-    "close_range",
-    "read",
-    "write",
-    "readv",
-    "writev",
-    "pread64",
-    "pwrite64",
-    "preadv",
-    "pwritev",
-    "preadv2",
-    "pwritev2",
-    "lseek",
-    "_llseek",
-    "dup",
-    "dup2",
-    "dup3",
-    "fcntl",
-    "fcntl64",
-    "flock",
-    "ioctl",
-    "fsync",
-    "fdatasync",
-    "sync",
-    "syncfs",
-    "sync_file_range",
-    "truncate",
-    "truncate64",
-    "ftruncate",
-    "ftruncate64",
-    "fallocate",
-    "fadvise64",
-    "fadvise64_64",
-    "readahead",
-    "sendfile",
-    "sendfile64",
-    "splice",
-    "tee",
-    "vmsplice",
-    "copy_file_range",
-    "cachestat",
+    "open", "openat", "openat2", "creat", "close", "close_range", "read", "write", "readv",
+    "writev", "pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2", "lseek",
+    "_llseek", "dup", "dup2", "dup3", "fcntl", "fcntl64", "flock", "ioctl", "fsync",
+    "fdatasync", "sync", "syncfs", "sync_file_range", "truncate", "truncate64", "ftruncate",
+    "ftruncate64", "fallocate", "fadvise64", "fadvise64_64", "readahead", "sendfile",
+    "sendfile64", "splice", "tee", "vmsplice", "copy_file_range", "cachestat",
 ];
 
 /// Inodes: metadata, names, directories, permissions, timestamps.
+#[rustfmt::skip]
 const FILESYSTEM: &[&str] = &[
-    "stat",
-    "fstat",
-    "lstat",
-    "stat64",
-    "fstat64",
-    "lstat64",
-    "newfstatat",
-    "fstatat64",
-    "statx",
-    "statfs",
-    "fstatfs",
-    "statfs64",
-    "fstatfs64",
-    "access",
-    "faccessat",
-    "faccessat2",
-    "getcwd",
-    "chdir",
-    "fchdir",
-    "getdents",
-    "getdents64",
-    "mkdir",
-    "mkdirat",
-    "rmdir",
-    "rename",
-    "renameat",
-    "renameat2",
-    "link",
-    "linkat",
-    "symlink",
-    "symlinkat",
-    "unlink",
-    "unlinkat",
-    "readlink",
-    "readlinkat",
-    "mknod",
-    "mknodat",
-    "chmod",
-    "fchmod",
-    "fchmodat",
-    "fchmodat2",
-    "chown",
-    "fchown",
-    "lchown",
-    "fchownat",
-    "utime",
-    "utimes",
-    "futimesat",
-    "utimensat",
-    "utimensat_time64",
+    "stat", "fstat", "lstat", "stat64", "fstat64", "lstat64", "newfstatat", "fstatat64",
+    "statx", "statfs", "fstatfs", "statfs64", "fstatfs64", "access", "faccessat", "faccessat2",
+    "getcwd", "chdir", "fchdir", "getdents", "getdents64", "mkdir", "mkdirat", "rmdir",
+    "rename", "renameat", "renameat2", "link", "linkat", "symlink", "symlinkat", "unlink",
+    "unlinkat", "readlink", "readlinkat", "mknod", "mknodat", "chmod", "fchmod", "fchmodat",
+    "fchmodat2", "chown", "fchown", "lchown", "fchownat", "utime", "utimes", "futimesat",
+    "utimensat", "utimensat_time64",
 ];
 
 /// Extended attributes.
+#[rustfmt::skip]
 const XATTRS: &[&str] = &[
-    "getxattr",
-    "lgetxattr",
-    "fgetxattr",
-    "setxattr",
-    "lsetxattr",
-    "fsetxattr",
-    "listxattr",
-    "llistxattr",
-    "flistxattr",
-    "removexattr",
-    "lremovexattr",
-    "fremovexattr",
+    "getxattr", "lgetxattr", "fgetxattr", "setxattr", "lsetxattr", "fsetxattr", "listxattr",
+    "llistxattr", "flistxattr", "removexattr", "lremovexattr", "fremovexattr",
 ];
 
 /// Waiting on many descriptors; event, timer and change-notification fds;
 /// POSIX asynchronous I/O.
+#[rustfmt::skip]
 const EVENTS: &[&str] = &[
-    "select",
-    "_newselect",
-    "pselect6",
-    "pselect6_time64",
-    "poll",
-    "ppoll",
-    "ppoll_time64",
-    "epoll_create",
-    "epoll_create1",
-    "epoll_ctl",
-    "epoll_wait",
-    "epoll_pwait",
-    "epoll_pwait2",
-    "eventfd",
-    "eventfd2",
-    "timerfd_create",
-    "timerfd_settime",
-    "timerfd_settime64",
-    "timerfd_gettime",
-    "timerfd_gettime64",
-    "inotify_init",
-    "inotify_init1",
-    "inotify_add_watch",
-    "inotify_rm_watch",
-    "fanotify_mark",
-    "io_setup",
-    "io_destroy",
-    "io_submit",
-    "io_cancel",
-    "io_getevents",
-    "io_pgetevents",
-    "io_pgetevents_time64",
+    "select", "_newselect", "pselect6", "pselect6_time64", "poll", "ppoll", "ppoll_time64",
+    "epoll_create", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2",
+    "eventfd", "eventfd2", "timerfd_create", "timerfd_settime", "timerfd_settime64",
+    "timerfd_gettime", "timerfd_gettime64", "inotify_init", "inotify_init1",
+    "inotify_add_watch", "inotify_rm_watch", "fanotify_mark", "io_setup", "io_destroy",
+    "io_submit", "io_cancel", "io_getevents", "io_pgetevents", "io_pgetevents_time64",
 ];
 
 /// Reading clocks, sleeping, per-process timers.
+#[rustfmt::skip]
 const TIME: &[&str] = &[
-    "time",
-    "gettimeofday",
-    "clock_gettime",
-    "clock_gettime64",
-    "clock_getres",
-    "clock_getres_time64",
-    "clock_nanosleep",
-    "clock_nanosleep_time64",
-    "nanosleep",
-    "timer_create",
-    "timer_delete",
-    "timer_settime",
-    "timer_settime64",
-    "timer_gettime",
-    "timer_gettime64",
-    "timer_getoverrun",
+    "time", "gettimeofday", "clock_gettime", "clock_gettime64", "clock_getres",
+    "clock_getres_time64", "clock_nanosleep", "clock_nanosleep_time64", "nanosleep",
+    "timer_create", "timer_delete", "timer_settime", "timer_settime64", "timer_gettime",
+    "timer_gettime64", "timer_getoverrun",
 ];
 
 /// Scheduling, CPU affinity, I/O priority, futexes.
+#[rustfmt::skip]
 const SCHEDULING: &[&str] = &[
-    "sched_yield",
-    "sched_getaffinity",
-    "sched_setaffinity",
-    "sched_getparam",
-    "sched_setparam",
-    "sched_getscheduler",
-    "sched_setscheduler",
-    "sched_get_priority_max",
-    "sched_get_priority_min",
-    "sched_rr_get_interval",
-    "sched_rr_get_interval_time64",
-    "sched_getattr",
-    "sched_setattr",
-    "getcpu",
-    "ioprio_get",
-    "ioprio_set",
-    "futex",
-    "futex_time64",
-    "futex_waitv",
-    "futex_wait",
-    "futex_wake",
-    "futex_requeue",
+    "sched_yield", "sched_getaffinity", "sched_setaffinity", "sched_getparam", "sched_setparam",
+    "sched_getscheduler", "sched_setscheduler", "sched_get_priority_max",
+    "sched_get_priority_min", "sched_rr_get_interval", "sched_rr_get_interval_time64",
+    "sched_getattr", "sched_setattr", "getcpu", "ioprio_get", "ioprio_set", "futex",
+    "futex_time64", "futex_waitv", "futex_wait", "futex_wake", "futex_requeue",
 ];
 
 /// Pipes, System V IPC and POSIX message queues (namespaced by the ipc
 /// namespace).
+#[rustfmt::skip]
 const IPC: &[&str] = &[
-    "pipe",
-    "pipe2",
-    "ipc",
-    "msgget",
-    "msgsnd",
-    "msgrcv",
-    "msgctl",
-    "semget",
-    "semop",
-    "semtimedop",
-    "semtimedop_time64",
-    "semctl",
-    "shmget",
-    "shmat",
-    "shmdt",
-    "shmctl",
-    "mq_open",
-    "mq_unlink",
-    "mq_timedsend",
-    "mq_timedsend_time64",
-    "mq_timedreceive",
-    "mq_timedreceive_time64",
-    "mq_notify",
-    "mq_getsetattr",
+    "pipe", "pipe2", "ipc", "msgget", "msgsnd", "msgrcv", "msgctl", "semget", "semop",
+    "semtimedop", "semtimedop_time64", "semctl", "shmget", "shmat", "shmdt", "shmctl",
+    "mq_open", "mq_unlink", "mq_timedsend", "mq_timedsend_time64", "mq_timedreceive",
+    "mq_timedreceive_time64", "mq_notify", "mq_getsetattr",
 ];
 
 /// Sockets (namespaced by the network namespace).
+#[rustfmt::skip]
 const NETWORK: &[&str] = &[
-    "socket",
-    "socketpair",
-    "socketcall",
-    "bind",
-    "connect",
-    "listen",
-    "accept",
-    "accept4",
-    "getsockname",
-    "getpeername",
-    "getsockopt",
-    "setsockopt",
-    "send",
-    "sendto",
-    "sendmsg",
-    "sendmmsg",
-    "recv",
-    "recvfrom",
-    "recvmsg",
-    "recvmmsg",
-    "recvmmsg_time64",
-    "shutdown",
+    "socket", "socketpair", "socketcall", "bind", "connect", "listen", "accept", "accept4",
+    "getsockname", "getpeername", "getsockopt", "setsockopt", "send", "sendto", "sendmsg",
+    "sendmmsg", "recv", "recvfrom", "recvmsg", "recvmmsg", "recvmmsg_time64", "shutdown",
 ];
 
 /// About the system, its own host name (namespaced by the uts namespace),
 /// randomness.
+#[rustfmt::skip]
 const SYSTEM: &[&str] = &[
-    "uname",
-    "sysinfo",
-    "getrandom",
-    "sethostname",
-    "setdomainname",
+    "uname", "sysinfo", "getrandom", "sethostname", "setdomainname",
 ];
 
 /// Inspecting and debugging the container's own processes (see the module
 /// documentation on kernels before 4.8).
+#[rustfmt::skip]
 const DEBUGGING: &[&str] = &[
-    "ptrace",
-    "process_vm_readv",
-    "process_vm_writev",
-    "kcmp",
-    "pidfd_getfd",
-    "process_madvise",
+    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd", "process_madvise",
 ];
 
 /// Sandboxing oneself further.
@@ -503,12 +224,9 @@ const ARCH_SPECIFIC: &[&str] = &[
 
 /// arm: cache maintenance, thread pointer, the arm argument orders.
 #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+#[rustfmt::skip]
 const ARCH_SPECIFIC: &[&str] = &[
-    "arm_fadvise64_64",
-    "arm_sync_file_range",
-    "sync_file_range2",
-    "breakpoint",
-    "cacheflush",
+    "arm_fadvise64_64", "arm_sync_file_range", "sync_file_range2", "breakpoint", "cacheflush",
     "set_tls",
 ];
 
@@ -564,81 +282,44 @@ const CLONE_NAMESPACE_FLAGS: &[u64] = &[
 // ---------------------------------------------------------------------------
 
 /// Mounting, changing the root, creating or entering namespaces.
+#[rustfmt::skip]
 const REFUSED_MOUNTS_AND_NAMESPACES: &[&str] = &[
-    "mount",
-    "umount",
-    "umount2",
-    "pivot_root",
-    "chroot",
-    "fsopen",
-    "fsconfig",
-    "fsmount",
-    "fspick",
-    "move_mount",
-    "open_tree",
-    "mount_setattr",
-    "unshare",
-    "setns",
+    "mount", "umount", "umount2", "pivot_root", "chroot", "fsopen", "fsconfig", "fsmount",
+    "fspick", "move_mount", "open_tree", "mount_setattr", "unshare", "setns",
 ];
 
 /// Loading code into the kernel or replacing it.
+#[rustfmt::skip]
 const REFUSED_KERNEL_CODE: &[&str] = &[
-    "init_module",
-    "finit_module",
-    "delete_module",
-    "kexec_load",
-    "kexec_file_load",
-    "bpf",
+    "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load", "bpf",
     "reboot",
 ];
 
 /// Host-wide state that no namespace isolates.
+#[rustfmt::skip]
 const REFUSED_HOST_STATE: &[&str] = &[
     // The clock.
-    "settimeofday",
-    "stime",
-    "clock_settime",
-    "clock_settime64",
-    "adjtimex",
-    "clock_adjtime",
+    "settimeofday", "stime", "clock_settime", "clock_settime64", "adjtimex", "clock_adjtime",
     "clock_adjtime64",
     // Swap, accounting, quotas.
-    "swapon",
-    "swapoff",
-    "acct",
-    "quotactl",
-    "quotactl_fd",
+    "swapon", "swapoff", "acct", "quotactl", "quotactl_fd",
     // The kernel log and tracing.
-    "syslog",
-    "perf_event_open",
-    "fanotify_init",
-    "lookup_dcookie",
+    "syslog", "perf_event_open", "fanotify_init", "lookup_dcookie",
     // The keyring, which is not namespaced.
-    "add_key",
-    "keyctl",
-    "request_key",
+    "add_key", "keyctl", "request_key",
     // NUMA placement of the host's memory.
-    "get_mempolicy",
-    "set_mempolicy",
-    "set_mempolicy_home_node",
-    "mbind",
-    "migrate_pages",
+    "get_mempolicy", "set_mempolicy", "set_mempolicy_home_node", "mbind", "migrate_pages",
     "move_pages",
     // The controlling terminal of other sessions.
     "vhangup",
-    // Obsolete interfaces to host information.
-    "sysfs",
-    "ustat",
-    "uselib",
+    // Obsolete: filesystem type names, ustat, loading a.out libraries.
+    "sysfs", "ustat", "uselib",
 ];
 
 /// Reaching past the filesystem's and the kernel's access checks.
+#[rustfmt::skip]
 const REFUSED_ESCAPES: &[&str] = &[
-    "open_by_handle_at",
-    "name_to_handle_at",
-    "userfaultfd",
-    "io_uring_setup",
-    "io_uring_enter",
+    "open_by_handle_at", "name_to_handle_at", "userfaultfd", "io_uring_setup", "io_uring_enter",
     "io_uring_register",
 ];
 

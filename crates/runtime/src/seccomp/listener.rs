@@ -72,3 +72,125 @@ pub(super) fn process_state_json(
         .set_state(state.clone());
     serde_json::to_vec(&process_state).map_err(|source| SeccompError::ProcessState { source })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsFd, AsRawFd};
+
+    use oci_spec::runtime::State;
+
+    use super::*;
+    use crate::seccomp::testing::*;
+    use crate::seccomp::Filter;
+
+    fn compile(json: serde_json::Value) -> Filter {
+        Filter::compile(&serde_json::from_value(json).expect("a valid linux.seccomp"))
+            .expect("the profile compiles")
+    }
+
+    #[test]
+    fn process_state_json_has_the_runtime_spec_fields() {
+        let state: State = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.2.0", "id": "demo", "status": "creating", "pid": 42,
+            "bundle": "/b"
+        }))
+        .unwrap();
+        let json = listener_json(42, Some("meta"), &state);
+        assert_eq!(json["ociVersion"], "1.2.0");
+        assert_eq!(json["fds"], serde_json::json!(["seccompFd"]));
+        assert_eq!(json["pid"], 42);
+        assert_eq!(json["metadata"], "meta");
+        assert_eq!(json["state"]["id"], "demo");
+        assert_eq!(json["state"]["status"], "creating");
+        let json = listener_json(42, None, &state);
+        assert!(json.get("metadata").is_none());
+    }
+
+    fn listener_json(pid: i32, metadata: Option<&str>, state: &State) -> serde_json::Value {
+        let bytes = process_state_json(pid, metadata, state).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn kernel_notify_fd_reaches_the_agent_and_works() {
+        if !kernel_has_seccomp() {
+            return;
+        }
+        in_child(
+            "seccomp::listener::tests::kernel_notify_fd_reaches_the_agent_and_works",
+            || {
+                let dir = tempfile::tempdir().unwrap();
+                let socket = dir.path().join("agent.sock");
+                let agent = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+                let filter = compile(serde_json::json!({
+                    "defaultAction": "SCMP_ACT_ALLOW",
+                    "listenerPath": socket,
+                    "listenerMetadata": "agent-data",
+                    "flags": ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"],
+                    "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_NOTIFY"}]
+                }));
+                assert!(filter.needs_listener());
+                let path = filter.listener_path().unwrap().to_owned();
+                let metadata = filter.listener_metadata().map(str::to_owned);
+                set_no_new_privs();
+                let fd = filter.load().unwrap().expect("a notification fd");
+
+                let state: State = serde_json::from_value(serde_json::json!({
+                    "ociVersion": "1.2.0", "id": "notify-test", "status": "creating",
+                    "pid": std::process::id(), "bundle": "/bundle"
+                }))
+                .unwrap();
+                let pid = std::process::id() as i32;
+                send_to_listener(&path, fd.as_fd(), pid, metadata.as_deref(), &state).unwrap();
+                drop(fd);
+
+                // The agent's side: accept, receive the JSON and the fd.
+                let (conn, _) = agent.accept().unwrap();
+                let mut buf = vec![0_u8; 64 * 1024];
+                let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+                let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+                let msg = nix::sys::socket::recvmsg::<()>(
+                    conn.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut cmsg),
+                    nix::sys::socket::MsgFlags::empty(),
+                )
+                .unwrap();
+                let fds: Vec<_> = msg
+                    .cmsgs()
+                    .unwrap()
+                    .flat_map(|c| match c {
+                        nix::sys::socket::ControlMessageOwned::ScmRights(fds) => fds,
+                        _ => vec![],
+                    })
+                    .collect();
+                let len = msg.bytes;
+                assert_eq!(fds.len(), 1, "one fd attached");
+                let json: serde_json::Value = serde_json::from_slice(&buf[..len]).unwrap();
+                assert_eq!(json["ociVersion"], "1.2.0");
+                assert_eq!(json["fds"], serde_json::json!(["seccompFd"]));
+                assert_eq!(json["pid"], pid);
+                assert_eq!(json["metadata"], "agent-data");
+                assert_eq!(json["state"]["id"], "notify-test");
+
+                // The received fd works: a thread's getppid waits for the agent,
+                // which answers 4242.
+                let notify_fd = fds[0];
+                let caller = std::thread::spawn(|| raw_syscall(libc::SYS_getppid, [0, 0, 0]));
+                let req = libseccomp::ScmpNotifReq::receive(notify_fd).unwrap();
+                assert_eq!(
+                    req.data.syscall,
+                    libseccomp::ScmpSyscall::from_name("getppid").unwrap()
+                );
+                libseccomp::ScmpNotifResp::new_val(
+                    req.id,
+                    4242,
+                    libseccomp::ScmpNotifRespFlags::empty(),
+                )
+                .respond(notify_fd)
+                .unwrap();
+                assert_eq!(caller.join().unwrap(), Ok(4242));
+            },
+        );
+    }
+}

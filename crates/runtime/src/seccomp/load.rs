@@ -66,3 +66,142 @@ pub(super) fn set_mode_filter(
     }
     Ok(Outcome::Loaded)
 }
+
+#[cfg(test)]
+mod tests {
+    use nix::errno::Errno;
+
+    use crate::seccomp::testing::*;
+    use crate::seccomp::Filter;
+
+    fn compile(json: serde_json::Value) -> Filter {
+        Filter::compile(&serde_json::from_value(json).expect("a valid linux.seccomp"))
+            .expect("the profile compiles")
+    }
+
+    // Real kernel: each test runs in a re-executed child.
+
+    #[test]
+    fn kernel_errno_rules_return_their_errno() {
+        if !kernel_has_seccomp() {
+            return;
+        }
+        in_child(
+            "seccomp::load::tests::kernel_errno_rules_return_their_errno",
+            || {
+                let filter = compile(serde_json::json!({
+                    "defaultAction": "SCMP_ACT_ALLOW",
+                    "syscalls": [
+                        {"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EXDEV},
+                        {"names": ["uname"], "action": "SCMP_ACT_ERRNO"}
+                    ]
+                }));
+                set_no_new_privs();
+                assert!(filter.load().unwrap().is_none());
+                assert_eq!(nix::unistd::getcwd(), Err(Errno::EXDEV));
+                assert_eq!(nix::sys::utsname::uname().map(drop), Err(Errno::EPERM));
+                assert!(nix::unistd::getpid().as_raw() > 0);
+            },
+        );
+    }
+
+    #[test]
+    fn kernel_argument_conditions_select_calls() {
+        if !kernel_has_seccomp() {
+            return;
+        }
+        in_child(
+            "seccomp::load::tests::kernel_argument_conditions_select_calls",
+            || {
+                let filter = compile(serde_json::json!({
+                    "defaultAction": "SCMP_ACT_ALLOW",
+                    "syscalls": [
+                        // personality: only the query 0xffffffff passes.
+                        {"names": ["personality"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EXDEV,
+                         "args": [{"index": 0, "value": 0xffff_ffff_u64, "op": "SCMP_CMP_NE"}]},
+                        // getpriority(PRIO_PGRP, who > 0) only.
+                        {"names": ["getpriority"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOTBLK,
+                         "args": [
+                            {"index": 0, "value": libc::PRIO_PGRP, "op": "SCMP_CMP_EQ"},
+                            {"index": 1, "value": 0, "op": "SCMP_CMP_GT"}
+                         ]}
+                    ]
+                }));
+                set_no_new_privs();
+                filter.load().unwrap();
+                let personality = libc::SYS_personality;
+                assert!(raw_syscall(personality, [0xffff_ffff, 0, 0]).is_ok());
+                assert_eq!(raw_syscall(personality, [0, 0, 0]), Err(Errno::EXDEV));
+                let getpriority = libc::SYS_getpriority;
+                let pgrp = nix::unistd::getpgrp().as_raw() as libc::c_long;
+                let prio_pgrp = libc::PRIO_PGRP as libc::c_long;
+                assert!(raw_syscall(getpriority, [prio_pgrp, 0, 0]).is_ok());
+                assert_eq!(
+                    raw_syscall(getpriority, [prio_pgrp, pgrp, 0]),
+                    Err(Errno::ENOTBLK)
+                );
+                assert!(
+                    raw_syscall(getpriority, [libc::PRIO_PROCESS as libc::c_long, 0, 0]).is_ok()
+                );
+            },
+        );
+    }
+
+    #[test]
+    fn kernel_flags_are_accepted() {
+        if !kernel_has_seccomp() {
+            return;
+        }
+        in_child("seccomp::load::tests::kernel_flags_are_accepted", || {
+            let filter = compile(serde_json::json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "flags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG",
+                          "SECCOMP_FILTER_FLAG_SPEC_ALLOW"],
+                "syscalls": [{"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": 18}]
+            }));
+            set_no_new_privs();
+            assert!(filter.load().unwrap().is_none());
+            assert_eq!(nix::unistd::getcwd(), Err(Errno::EXDEV));
+            // TSYNC: a thread that existed before the load has the filter too.
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            assert!(status.contains("Seccomp:\t2"), "{status}");
+        });
+    }
+
+    #[test]
+    fn kernel_default_profile_answers_enosys_and_eperm() {
+        if !kernel_has_seccomp() {
+            return;
+        }
+        in_child(
+            "seccomp::load::tests::kernel_default_profile_answers_enosys_and_eperm",
+            || {
+                let filter = Filter::compile(&crate::template::default_seccomp()).unwrap();
+                set_no_new_privs();
+                filter.load().unwrap();
+                // Unknown to the profile: ENOSYS.
+                assert_eq!(raw_syscall(435 /* clone3 */, [0, 0, 0]), Err(Errno::ENOSYS));
+                assert_eq!(raw_syscall(1000, [0, 0, 0]), Err(Errno::ENOSYS));
+                // Known and refused: EPERM.
+                assert_eq!(raw_syscall(libc::SYS_mount, [0, 0, 0]), Err(Errno::EPERM));
+                assert_eq!(
+                    raw_syscall(
+                        libc::SYS_unshare,
+                        [libc::CLONE_NEWUSER as libc::c_long, 0, 0]
+                    ),
+                    Err(Errno::EPERM)
+                );
+                // Allowed.
+                assert_eq!(
+                    raw_syscall(libc::SYS_getpid, [0, 0, 0]),
+                    Ok(std::process::id() as libc::c_long)
+                );
+                // glibc falls back from clone3 to clone: threads and processes
+                // still start.
+                assert_eq!(std::thread::spawn(|| 7).join().unwrap(), 7);
+                let status = std::process::Command::new("true").status().unwrap();
+                assert!(status.success());
+            },
+        );
+    }
+}
