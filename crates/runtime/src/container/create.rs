@@ -269,9 +269,12 @@ fn create_inner(
     };
     let hook_state = st.oci_state();
     let terminal = process.terminal().unwrap_or(false);
-    let listener = seccomp.as_ref().and_then(|f| f.listener());
-    let listener_path: Option<PathBuf> = listener.as_ref().map(|(p, _)| p.clone());
-    let listener_meta: Option<String> = listener.and_then(|(_, m)| m);
+    let listener_path: Option<PathBuf> = seccomp
+        .as_ref()
+        .and_then(|f| f.listener_path().map(PathBuf::from));
+    let listener_meta: Option<String> = seccomp
+        .as_ref()
+        .and_then(|f| f.listener_metadata().map(String::from));
     let args = ChildArgs {
         id,
         spec,

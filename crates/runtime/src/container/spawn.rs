@@ -1,7 +1,7 @@
 //! The runtime's side of the fork protocol, shared by create and exec.
 
 use std::fs;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use nix::sys::wait::waitpid;
@@ -153,12 +153,16 @@ fn serve(
                 let fd =
                     fd.ok_or_else(|| Error::Unsupported("listener message without fd".into()))?;
                 if let Some((path, metadata)) = parent.listener {
+                    let state: oci_spec::runtime::State =
+                        serde_json::from_value(parent.container_state.clone()).map_err(|e| {
+                            Error::Unsupported(format!("container state for the listener: {e}"))
+                        })?;
                     crate::seccomp::send_to_listener(
                         path,
-                        &fd,
+                        fd.as_fd(),
                         pid.map(|p| p.as_raw()).unwrap_or(0),
                         metadata,
-                        &parent.container_state,
+                        &state,
                     )?;
                 }
                 ch.send(&Message::Continue, None).map_err(proto)?;
