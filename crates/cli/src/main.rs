@@ -17,7 +17,7 @@ fn main() {
     let code = match commands::dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            let msg = format!("{e:#}");
+            let msg = one_line(&e);
             // runc writes errors to its log as well as to stderr, and
             // engines read either.
             if !log.to_stderr {
@@ -28,4 +28,21 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// The error and its causes on one line, each cause once (library errors
+/// already quote their source in their own message).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg.replace('\n', " ")
 }

@@ -25,10 +25,37 @@ use oci_spec::runtime::Spec;
 use crate::error::{InitError, InitStage};
 use resolve::{fd_path, Create};
 
-/// What `prepare` hands to `finish`.
-pub(crate) struct Prepared {
-    /// The host's `/dev/null`, checked to be the character device 1:3.
-    null: OwnedFd,
+/// What `prepare` hands to `finish` (proof that it ran).
+pub(crate) struct Prepared {}
+
+/// The container's `/dev/null`, opened without following symlinks and
+/// checked to be the character device 1:3, so that masking can never bind
+/// anything else over a masked path (the CVE-2025-31133 class).
+fn verified_null(root: &OwnedFd) -> Result<OwnedFd, InitError> {
+    let err = |e| InitError::new(InitStage::MaskPath, "/dev/null", e);
+    let fd = nix::fcntl::openat2(
+        root,
+        "dev/null",
+        nix::fcntl::OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+            .resolve(
+                nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT
+                    | nix::fcntl::ResolveFlag::RESOLVE_NO_SYMLINKS,
+            ),
+    )
+    .map_err(err)?;
+    let st = fstat(&fd).map_err(err)?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFCHR
+        || major(st.st_rdev) != 1
+        || minor(st.st_rdev) != 3
+    {
+        return Err(InitError::reason(
+            InitStage::MaskPath,
+            "/dev/null",
+            "is not the null device (1:3); refusing to mask with it",
+        ));
+    }
+    Ok(fd)
 }
 
 /// Options that do not come from config.json.
@@ -122,24 +149,7 @@ pub(crate) fn prepare(spec: &Spec, opts: &RootfsOptions<'_>) -> Result<Prepared,
         devices::create(&root, &dev, opts.userns)?;
     }
 
-    let null = open(
-        "/dev/null",
-        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| InitError::new(InitStage::MaskPath, "/dev/null", e))?;
-    let st = fstat(&null).map_err(|e| InitError::new(InitStage::MaskPath, "/dev/null", e))?;
-    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFCHR
-        || major(st.st_rdev) != 1
-        || minor(st.st_rdev) != 3
-    {
-        return Err(InitError::reason(
-            InitStage::MaskPath,
-            "/dev/null",
-            "the host's /dev/null is not the null device",
-        ));
-    }
-    Ok(Prepared { null })
+    Ok(Prepared {})
 }
 
 /// Switches the calling process's root to `rootfs`.
@@ -178,7 +188,7 @@ pub(crate) fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), InitError> {
 /// `/dev/console`.
 pub(crate) fn finish(
     spec: &Spec,
-    prepared: &Prepared,
+    _prepared: &Prepared,
     console: Option<&OwnedFd>,
 ) -> Result<(), InitError> {
     let linux = spec.linux().as_ref();
@@ -250,11 +260,11 @@ pub(crate) fn finish(
         )
         .map_err(err)?;
     }
-    for p in linux
+    let masked = linux
         .and_then(|l| l.masked_paths().as_ref())
-        .into_iter()
-        .flatten()
-    {
+        .filter(|m| !m.is_empty());
+    let null = masked.map(|_| verified_null(&root)).transpose()?;
+    for p in masked.into_iter().flatten() {
         let err = |e| InitError::new(InitStage::MaskPath, p.as_str(), e);
         let fd = match resolve::open_in_root(&root, Path::new(p), Create::No) {
             Ok(fd) => fd,
@@ -272,7 +282,9 @@ pub(crate) fn finish(
             .map_err(err)?;
         } else {
             mount(
-                Some(&fd_path(&prepared.null)),
+                Some(&fd_path(
+                    null.as_ref().expect("opened when paths are masked"),
+                )),
                 &fd_path(&fd),
                 None::<&str>,
                 MsFlags::MS_BIND,
