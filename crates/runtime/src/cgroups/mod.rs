@@ -1,52 +1,198 @@
 //! Control groups: layout detection (v1, hybrid, v2), creating a container's
 //! cgroup, applying `linux.resources`, freezing, statistics and removal.
 //!
-//! INTERFACE STUB: filled in by the cgroups work; signatures are the contract.
-#![allow(missing_docs, unused_variables, dead_code)]
+//! INTERFACE STUB (partly filled in): signatures are the contract.
+#![allow(missing_docs, unused_variables, dead_code, unused_imports)]
 
+mod files;
+mod layout;
+
+use std::io;
 use std::path::PathBuf;
 
+use nix::errno::Errno;
 use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
+
+pub use layout::{Hierarchy, Layout};
 
 /// Errors of cgroup operations.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CgroupError {
+    /// Reading a file or creating or listing a directory failed.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-}
-
-/// How the cgroup hierarchies are mounted on this host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Layout {
-    /// Pure cgroup v2 at the mount point.
-    Unified(PathBuf),
-    /// v1 controllers, and possibly a cgroup2 mount beside them (hybrid).
-    Legacy {
-        hierarchies: Vec<Hierarchy>,
-        unified: Option<PathBuf>,
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The kernel refused a value written to a control file.
+    #[error("{path}: cannot write {value:?}: {source}")]
+    Write {
+        /// The control file.
+        path: PathBuf,
+        /// The value.
+        value: String,
+        /// The kernel's answer.
+        source: io::Error,
+    },
+    /// The kernel accepted a value but stored another (e.g. cpu.shares
+    /// outside 2..262144).
+    #[error("{path}: wrote {wanted:?} but the kernel set {got:?}")]
+    Clamped {
+        /// The control file.
+        path: PathBuf,
+        /// What was written.
+        wanted: String,
+        /// What reads back.
+        got: String,
+    },
+    /// A control file holds something unexpected.
+    #[error("{path}: unexpected content {content:?}: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The start of its content.
+        content: String,
+        /// What was expected.
+        reason: &'static str,
+    },
+    /// A line of `/proc/self/mountinfo` or `/proc/self/cgroup` is malformed.
+    #[error("{path}:{line}: {message}")]
+    MountInfo {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        message: &'static str,
+    },
+    /// No cgroup filesystem is mounted.
+    #[error("{path}: no cgroup or cgroup2 filesystem is mounted")]
+    NoCgroupMounts {
+        /// The mount table that was read.
+        path: PathBuf,
+    },
+    /// The calling process has no cgroup in a hierarchy, so a relative
+    /// cgroups path cannot be resolved there.
+    #[error("/proc/self/cgroup has no entry for the {hierarchy} hierarchy")]
+    NoOwnCgroup {
+        /// The hierarchy's controllers (`unified` for cgroup2).
+        hierarchy: String,
+    },
+    /// `linux.cgroupsPath` (or the container id it defaults to) is unusable.
+    #[error("invalid cgroups path {path:?}: {reason}")]
+    InvalidPath {
+        /// The path.
+        path: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A resource needs a controller that no hierarchy provides.
+    #[error("{field}: the {controller} controller is not available")]
+    ControllerUnavailable {
+        /// The config field (`linux.resources.hugepageLimits`).
+        field: &'static str,
+        /// The controller.
+        controller: String,
+    },
+    /// A setting that the cgroup version in use cannot express.
+    #[error("{field}: {reason}")]
+    Unsupported {
+        /// The config field.
+        field: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A value that is wrong whatever the host.
+    #[error("{field}: invalid value {value:?}: {reason}")]
+    InvalidValue {
+        /// The config field.
+        field: &'static str,
+        /// The value.
+        value: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// An entry of `linux.resources.unified` cannot be written.
+    #[error("linux.resources.unified[{key:?}]: {reason}")]
+    UnifiedKey {
+        /// The file name.
+        key: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// An entry of `linux.resources.devices` is malformed.
+    #[error("linux.resources.devices[{index}]: {reason}")]
+    InvalidDeviceRule {
+        /// Its index in the list.
+        index: usize,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A device rule list that cgroup v1 cannot express exactly: a later
+    /// rule takes back part, but not all, of an earlier wildcard.
+    #[error(
+        "linux.resources.devices: cgroup v1 cannot express \"{rule}\" after \"{earlier}\" \
+         (a rule that covers part of an earlier wildcard rule)"
+    )]
+    DevicesInexpressible {
+        /// The later rule.
+        rule: String,
+        /// The earlier, wider rule.
+        earlier: String,
+    },
+    /// A `bpf(2)` call for the v2 device filter failed.
+    #[error("{path}: bpf({op}): {source}{}", if verifier_log.is_empty() { String::new() } else { format!("; verifier log:\n{verifier_log}") })]
+    Bpf {
+        /// The command (`BPF_PROG_LOAD`, `BPF_PROG_ATTACH`, ...).
+        op: &'static str,
+        /// The cgroup directory.
+        path: PathBuf,
+        /// The errno.
+        source: Errno,
+        /// The verifier's log, for a program the kernel refused.
+        verifier_log: String,
+    },
+    /// Freezing or thawing did not complete in time.
+    #[error("{path}: still {state} after asking for {target:?}")]
+    FreezeTimeout {
+        /// The state file.
+        path: PathBuf,
+        /// What was asked.
+        target: FreezerState,
+        /// What the kernel last reported.
+        state: String,
+    },
+    /// Sending a signal to a process of the cgroup failed.
+    #[error("kill({pid}, SIGKILL): {source}")]
+    Signal {
+        /// The process.
+        pid: i32,
+        /// The errno.
+        source: Errno,
+    },
+    /// A cgroup directory could not be removed because it stays busy.
+    #[error("{path}: cannot remove: {source} (processes left: {pids:?})")]
+    Busy {
+        /// The directory.
+        path: PathBuf,
+        /// The processes still in it when giving up.
+        pids: Vec<i32>,
+        /// The last error.
+        source: io::Error,
     },
 }
 
-/// One v1 hierarchy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hierarchy {
-    pub mountpoint: PathBuf,
-    /// Controllers (and `name=` options) co-mounted there.
-    pub controllers: Vec<String>,
-}
-
-impl Layout {
-    pub fn detect() -> Result<Self, CgroupError> {
-        todo!()
-    }
-}
-
+/// The state of a cgroup's freezer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FreezerState {
+    /// Every task is stopped.
     Frozen,
+    /// Tasks run.
     Thawed,
 }
 
