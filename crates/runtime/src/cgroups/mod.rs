@@ -4,6 +4,8 @@
 //! INTERFACE STUB (partly filled in): signatures are the contract.
 #![allow(missing_docs, unused_variables, dead_code, unused_imports)]
 
+mod bpf;
+mod devices;
 mod files;
 mod layout;
 
