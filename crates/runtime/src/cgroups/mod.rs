@@ -8,6 +8,9 @@ mod bpf;
 mod devices;
 mod files;
 mod layout;
+mod stats;
+mod v1;
+mod v2;
 
 use std::io;
 use std::path::PathBuf;
@@ -18,6 +21,10 @@ use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
 
 pub use layout::{Hierarchy, Layout};
+pub use stats::{
+    BlkioEntry, BlkioStats, CpuStats, CpuUsage, HugetlbStats, MemoryEntry, MemoryStats, PidsStats,
+    Stats, Throttling,
+};
 
 /// Errors of cgroup operations.
 #[derive(Debug, thiserror::Error)]
@@ -197,10 +204,6 @@ pub enum FreezerState {
     /// Tasks run.
     Thawed,
 }
-
-/// Resource statistics, shaped like runc's `events --stats` data.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Stats {}
 
 /// A container's cgroup in whichever layout the host has.
 #[derive(Debug, Clone, Serialize, Deserialize)]
