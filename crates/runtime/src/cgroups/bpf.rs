@@ -424,6 +424,13 @@ pub(crate) fn replace_filter(dir: &Path, insns: &[Insn]) -> Result<(), CgroupErr
     Ok(())
 }
 
+/// The number of device programs attached directly to the cgroup `dir`.
+#[cfg(test)]
+pub(crate) fn attached_count(dir: &Path) -> Result<usize, CgroupError> {
+    let cgroup = open_dir(dir)?;
+    Ok(query(cgroup.as_fd(), dir)?.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,11 @@ mod stats;
 mod v1;
 mod v2;
 
+#[cfg(test)]
+mod root_tests;
+#[cfg(test)]
+mod testkit;
+
 use std::collections::BTreeSet;
 use std::io;
 use std::path::{Component, Path, PathBuf};
