@@ -244,9 +244,13 @@ fn create_inner(
     let cgroup = Cgroup::open(linux.cgroups_path().as_ref().and_then(|p| p.to_str()), id)?;
     cgroup.create()?;
     undo.cgroup = Some(cgroup.clone());
-    if let Some(res) = linux.resources() {
-        cgroup.apply(res)?;
+    // A container without a device list still gets the default policy:
+    // the default devices and nothing else (an empty list says so).
+    let mut resources = linux.resources().clone().unwrap_or_default();
+    if resources.devices().is_none() {
+        resources.set_devices(Some(Vec::new()));
     }
+    cgroup.apply(&resources)?;
 
     let created = state::now_rfc3339();
     let annotations = spec.annotations().clone().unwrap_or_default();

@@ -38,7 +38,7 @@ pub fn events(
             )));
         };
         let stats = cg.stats()?;
-        let oom = cg.oom_kill_count().unwrap_or(0);
+        let oom = cg.oom_kills().ok().flatten().unwrap_or(0);
         if last_oom.is_some_and(|l| oom > l) && !emit(serde_json::json!({"type": "oom", "id": id}))
         {
             return Ok(());
