@@ -175,9 +175,10 @@ impl ContainerState {
     pub(crate) fn save(&self, dir: &Path) -> Result<(), Error> {
         let tmp = dir.join(".state.json.tmp");
         let path = dir.join(STATE_FILE);
-        let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        serde_json::to_writer(&mut f, self).map_err(|e| Error::io(&tmp, e.into()))?;
-        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        let bytes = serde_json::to_vec(self).expect("state serialises");
+        // The state directory lives on tmpfs (/run): the rename is what
+        // makes the update atomic; there is nothing to sync.
+        fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
         fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
     }
 

@@ -299,7 +299,7 @@ pub(crate) fn reexec_sealed(argv: &[CString], envp: &[CString]) -> nix::Result<(
             SealFlag::F_SEAL_SEAL
                 | SealFlag::F_SEAL_SHRINK
                 | SealFlag::F_SEAL_GROW
-                | SealFlag::F_SEAL_WRITE,
+                | SealFlag::F_SEAL_FUTURE_WRITE,
         ),
     )?;
     nix::unistd::fexecve(out.as_fd(), argv, envp)?;
