@@ -59,11 +59,8 @@ fn run_one(kind: Kind, hook: &Hook, state: &[u8]) -> Result<(), Error> {
         reason,
     };
     let mut cmd = Command::new(hook.path());
-    match hook.args().as_deref() {
-        Some([argv0, rest @ ..]) => {
-            cmd.arg0(argv0).args(rest);
-        }
-        _ => {}
+    if let Some([argv0, rest @ ..]) = hook.args().as_deref() {
+        cmd.arg0(argv0).args(rest);
     }
     cmd.env_clear();
     for kv in hook.env().iter().flatten() {

@@ -56,9 +56,8 @@ fn fail_and_exit(channel: &Channel, e: InitError) -> ! {
 
 /// The first child. Never returns.
 pub(crate) fn stage1(mut args: ChildArgs<'_>, channel: Channel) -> ! {
-    match stage1_steps(&args, &channel) {
-        Err(e) => fail_and_exit(&channel, e),
-        Ok(()) => {}
+    if let Err(e) = stage1_steps(&args, &channel) {
+        fail_and_exit(&channel, e)
     }
     match sys::fork() {
         Err(e) => fail_and_exit(&channel, InitError::new(InitStage::Fork, "", e)),
@@ -221,7 +220,7 @@ fn init(args: &mut ChildArgs<'_>, channel: &Channel, host_pid: i32) -> Result<()
             .join
             .iter()
             .any(|j| j.kind == CloneFlags::CLONE_NEWCGROUP);
-    let prepared = rootfs::prepare(
+    rootfs::prepare(
         spec,
         &rootfs::RootfsOptions {
             rootfs,
@@ -245,8 +244,7 @@ fn init(args: &mut ChildArgs<'_>, channel: &Channel, host_pid: i32) -> Result<()
     } else {
         None
     };
-    rootfs::finish(spec, &prepared, pty.as_ref().map(|p| &p.slave))?;
-    drop(prepared);
+    rootfs::finish(spec, pty.as_ref().map(|p| &p.slave))?;
     if let Some(pty) = &pty {
         send_console(channel, pty)?;
         console::attach(&pty.slave)?;

@@ -25,9 +25,6 @@ use oci_spec::runtime::Spec;
 use crate::error::{InitError, InitStage};
 use resolve::{fd_path, Create};
 
-/// What `prepare` hands to `finish` (proof that it ran).
-pub(crate) struct Prepared {}
-
 /// The container's `/dev/null`, opened without following symlinks and
 /// checked to be the character device 1:3, so that masking can never bind
 /// anything else over a masked path (the CVE-2025-31133 class).
@@ -74,7 +71,7 @@ fn root_propagation(spec: &Spec) -> Option<MsFlags> {
 }
 
 /// Everything before `pivot_root`.
-pub(crate) fn prepare(spec: &Spec, opts: &RootfsOptions<'_>) -> Result<Prepared, InitError> {
+pub(crate) fn prepare(spec: &Spec, opts: &RootfsOptions<'_>) -> Result<(), InitError> {
     let rootfs = opts.rootfs;
     let prop_err = |e| InitError::new(InitStage::MountPropagation, "/", e);
     // Nothing mounted from here on may propagate to the host. A shared
@@ -149,7 +146,7 @@ pub(crate) fn prepare(spec: &Spec, opts: &RootfsOptions<'_>) -> Result<Prepared,
         devices::create(&root, &dev, opts.userns)?;
     }
 
-    Ok(Prepared {})
+    Ok(())
 }
 
 /// Switches the calling process's root to `rootfs`.
@@ -186,11 +183,7 @@ pub(crate) fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), InitError> {
 
 /// Everything after `pivot_root`. `console` is the pty slave to bind on
 /// `/dev/console`.
-pub(crate) fn finish(
-    spec: &Spec,
-    _prepared: &Prepared,
-    console: Option<&OwnedFd>,
-) -> Result<(), InitError> {
+pub(crate) fn finish(spec: &Spec, console: Option<&OwnedFd>) -> Result<(), InitError> {
     let linux = spec.linux().as_ref();
     let root = open(
         "/",

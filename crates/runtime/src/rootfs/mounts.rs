@@ -416,7 +416,8 @@ fn mount_cgroup(
                     Err(Errno::EPERM)
                 };
                 if r.is_err() {
-                    bind_host(&t, &h.mountpoint, flags).map_err(sub_err)?;
+                    let own = own_cgroup_dir(&h.mountpoint, &h.root, &h.controllers.join(","));
+                    bind_host(&t, &own, flags).map_err(sub_err)?;
                 }
                 // Co-mounted controllers get a symlink per controller, as
                 // on the host (cpu -> cpu,cpuacct).
@@ -451,8 +452,8 @@ fn mount_cgroup2_or_bind(
     host: &Path,
     flags: MsFlags,
 ) -> nix::Result<()> {
-    if ctx.cgroupns {
-        if mount(
+    if ctx.cgroupns
+        && mount(
             Some("cgroup2"),
             &fd_path(target),
             Some("cgroup2"),
@@ -460,11 +461,41 @@ fn mount_cgroup2_or_bind(
             None::<&str>,
         )
         .is_ok()
-        {
-            return Ok(());
+    {
+        return Ok(());
+    }
+    bind_host(target, &own_cgroup_dir(host, Path::new("/"), ""), flags)
+}
+
+/// The directory of the calling process's own cgroup in the hierarchy
+/// mounted at `mountpoint` (whose root is `root`), from
+/// `/proc/self/cgroup`; `controllers` is the hierarchy's list as written
+/// there (empty for cgroup2). Without a cgroup namespace, this is what a
+/// container sees at `/sys/fs/cgroup/<controller>`, as with runc.
+fn own_cgroup_dir(mountpoint: &Path, root: &Path, controllers: &str) -> PathBuf {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let want: std::collections::BTreeSet<&str> =
+        controllers.split(',').filter(|c| !c.is_empty()).collect();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(ctrl), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let have: std::collections::BTreeSet<&str> =
+            ctrl.split(',').filter(|c| !c.is_empty()).collect();
+        if have != want {
+            continue;
+        }
+        let rel = Path::new(path)
+            .strip_prefix(root)
+            .unwrap_or(Path::new(path));
+        let rel = rel.strip_prefix("/").unwrap_or(rel);
+        let dir = mountpoint.join(rel);
+        if dir.is_dir() {
+            return dir;
         }
     }
-    bind_host(target, host, flags)
+    mountpoint.to_path_buf()
 }
 
 /// Without a cgroup namespace, the host hierarchy is bound (read-only when
