@@ -72,6 +72,11 @@ pub fn ensure_sealed_binary() -> Result<(), Error> {
             cstr(&kv)
         })
         .collect();
+    // The read-only overlay costs a few syscalls; the memfd copy works
+    // where overlayfs is missing.
+    if let Err(e) = sys::reexec_from_readonly_overlay(&argv, &envp) {
+        tracing::debug!("read-only overlay re-exec unavailable ({e}); copying to a sealed memfd");
+    }
     sys::reexec_sealed(&argv, &envp).map_err(|e| Error::sys("re-executing from a sealed copy", e))
 }
 

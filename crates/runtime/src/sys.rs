@@ -254,11 +254,125 @@ pub(crate) fn open_pty_peer(fd: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
 /// The name under which a sealed copy of plinth runs.
 const SEALED_NAME: &CStr = c"plinth-sealed";
 
-/// Whether this process runs from a sealed memfd copy of plinth.
+const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+
+/// Whether this process runs from a copy of plinth that nobody can write:
+/// a sealed memfd, or a file on a read-only overlayfs.
 pub(crate) fn running_sealed() -> bool {
-    std::fs::read_link("/proc/self/exe")
-        .map(|p| p.to_string_lossy().starts_with("/memfd:plinth-sealed"))
-        .unwrap_or(false)
+    if std::fs::read_link("/proc/self/exe")
+        .is_ok_and(|p| p.to_string_lossy().starts_with("/memfd:plinth-sealed"))
+    {
+        return true;
+    }
+    let Ok(exe) = File::open("/proc/self/exe") else {
+        return false;
+    };
+    let overlay = nix::sys::statfs::fstatfs(&exe)
+        .is_ok_and(|s| s.filesystem_type().0 as i64 == OVERLAYFS_SUPER_MAGIC);
+    let readonly = nix::sys::statvfs::fstatvfs(&exe)
+        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+    overlay && readonly
+}
+
+fn check_fd(r: libc::c_long) -> nix::Result<OwnedFd> {
+    let fd = Errno::result(r)?;
+    // SAFETY: the kernel returned a fresh descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Re-executes the current program from a detached, read-only overlayfs
+/// whose only layer is the directory of its executable: no copy is made,
+/// and the file that `/proc/PID/exe` then names cannot be opened for
+/// writing (EROFS), whoever asks. This is the cheap form of the sealed
+/// copy (a handful of syscalls instead of copying the binary). Returns
+/// only on failure.
+pub(crate) fn reexec_from_readonly_overlay(argv: &[CString], envp: &[CString]) -> nix::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+
+    let exe = std::fs::read_link("/proc/self/exe").map_err(io_errno)?;
+    let (Some(dir), Some(name)) = (exe.parent(), exe.file_name()) else {
+        return Err(Errno::EINVAL);
+    };
+    let dir = CString::new(dir.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    let name = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: the name is a valid C string; fsopen returns a new fd.
+    let fs =
+        check_fd(unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) })?;
+    let set = |key: &CStr, value: &CStr| {
+        // SAFETY: key and value are valid C strings for the call.
+        Errno::result(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                value.as_ptr(),
+                0,
+            )
+        })
+        .map(drop)
+    };
+    // Without an upper layer overlayfs needs two lower ones that do not
+    // overlap: the executable's directory over an empty, detached tmpfs.
+    // SAFETY: the name is a valid C string; fsopen returns a new fd.
+    let tmp =
+        check_fd(unsafe { libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), FSOPEN_CLOEXEC) })?;
+    // SAFETY: plain syscall on our fs context.
+    Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            tmp.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })?;
+    // SAFETY: plain syscall; returns a new fd of the detached mount.
+    let empty = check_fd(unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            tmp.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            MOUNT_ATTR_RDONLY as libc::c_uint,
+        )
+    })?;
+    let mut lower = dir.as_bytes().to_vec();
+    lower.extend_from_slice(format!(":/proc/self/fd/{}", empty.as_raw_fd()).as_bytes());
+    let lower = CString::new(lower).map_err(|_| Errno::EINVAL)?;
+    set(c"lowerdir", &lower)?;
+    // SAFETY: plain syscall on our fs context.
+    Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })?;
+    // SAFETY: plain syscall; returns a new fd of the detached mount.
+    let mnt = check_fd(unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID) as libc::c_uint,
+        )
+    })?;
+    let file = nix::fcntl::openat(
+        &mnt,
+        name.as_c_str(),
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    nix::unistd::fexecve(file.as_fd(), argv, envp)?;
+    Ok(())
 }
 
 /// Re-executes the current program from a sealed, anonymous in-memory
