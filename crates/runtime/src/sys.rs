@@ -268,7 +268,7 @@ pub(crate) fn running_sealed() -> bool {
         return false;
     };
     let overlay = nix::sys::statfs::fstatfs(&exe)
-        .is_ok_and(|s| s.filesystem_type().0 as i64 == OVERLAYFS_SUPER_MAGIC);
+        .is_ok_and(|s| s.filesystem_type().0 == OVERLAYFS_SUPER_MAGIC);
     let readonly = nix::sys::statvfs::fstatvfs(&exe)
         .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
     overlay && readonly
