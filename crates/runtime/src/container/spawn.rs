@@ -84,8 +84,14 @@ fn serve(
     until_ready: bool,
 ) -> Result<Option<OwnedFd>, Error> {
     let proto = |e| Error::sys("init channel", e);
-    if let Some(cg) = parent.cgroup {
-        cg.add_task(stage1)?;
+    // For exec, the first child joins the cgroup before it forks. For a new
+    // container the init itself is moved in, while it already builds its
+    // root filesystem: on cgroup v1 the first move waits for an RCU grace
+    // period, and the init has better things to do than wait with us.
+    if !until_ready {
+        if let Some(cg) = parent.cgroup {
+            cg.add_task(stage1)?;
+        }
     }
     ch.send(&Message::Continue, None).map_err(proto)?;
     let mut console = None;
@@ -118,6 +124,12 @@ fn serve(
                     })?;
                 }
                 ch.send(&Message::Pid(p.as_raw()), None).map_err(proto)?;
+                if until_ready {
+                    if let Some(cg) = parent.cgroup {
+                        cg.add_task(p)?;
+                    }
+                    ch.send(&Message::Continue, None).map_err(proto)?;
+                }
                 parent.hook_state["pid"] = p.as_raw().into();
                 parent.container_state["pid"] = p.as_raw().into();
                 if !until_ready {

@@ -113,7 +113,12 @@ fn stage1_steps(args: &ChildArgs<'_>, channel: &Channel) -> Result<(), InitError
     {
         setns(j.fd.as_fd(), j.kind).map_err(|e| join_err(j, e))?;
     }
-    let rest = args.unshare - CloneFlags::CLONE_NEWUSER;
+    // A new container's init creates its cgroup namespace itself, once the
+    // runtime has moved it into its cgroup (see `init`).
+    let mut rest = args.unshare - CloneFlags::CLONE_NEWUSER;
+    if matches!(args.mode, ChildMode::Init { .. }) {
+        rest -= CloneFlags::CLONE_NEWCGROUP;
+    }
     if !rest.is_empty() {
         unshare(rest)
             .map_err(|e| InitError::new(InitStage::UnshareNamespace, format!("{rest:?}"), e))?;
@@ -220,6 +225,16 @@ fn init(args: &mut ChildArgs<'_>, channel: &Channel, host_pid: i32) -> Result<()
             .join
             .iter()
             .any(|j| j.kind == CloneFlags::CLONE_NEWCGROUP);
+    let new_cgroupns = args.unshare.contains(CloneFlags::CLONE_NEWCGROUP);
+    let mut join_cgroup = || {
+        // The runtime says Continue once this process is in its cgroup.
+        expect_continue(channel)?;
+        if new_cgroupns {
+            unshare(CloneFlags::CLONE_NEWCGROUP)
+                .map_err(|e| InitError::new(InitStage::UnshareNamespace, "cgroup", e))?;
+        }
+        Ok(())
+    };
     rootfs::prepare(
         spec,
         &rootfs::RootfsOptions {
@@ -228,6 +243,7 @@ fn init(args: &mut ChildArgs<'_>, channel: &Channel, host_pid: i32) -> Result<()
             userns: args.in_userns,
             cgroupns,
         },
+        &mut join_cgroup,
     )?;
     channel
         .send(&Message::RunRuntimeHooks, None)

@@ -71,7 +71,14 @@ fn root_propagation(spec: &Spec) -> Option<MsFlags> {
 }
 
 /// Everything before `pivot_root`.
-pub(crate) fn prepare(spec: &Spec, opts: &RootfsOptions<'_>) -> Result<(), InitError> {
+/// `join_cgroup` runs once, before the first `cgroup` mount (or after the
+/// last mount): the init may build its mounts while the runtime is still
+/// moving it into its cgroup.
+pub(crate) fn prepare(
+    spec: &Spec,
+    opts: &RootfsOptions<'_>,
+    join_cgroup: &mut dyn FnMut() -> Result<(), InitError>,
+) -> Result<(), InitError> {
     let rootfs = opts.rootfs;
     let prop_err = |e| InitError::new(InitStage::MountPropagation, "/", e);
     // Nothing mounted from here on may propagate to the host. A shared
@@ -116,7 +123,11 @@ pub(crate) fn prepare(spec: &Spec, opts: &RootfsOptions<'_>) -> Result<(), InitE
         userns: opts.userns,
     };
     let mut dev_is_host_bind = false;
+    let mut joined = None;
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        if joined.is_none() && matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2")) {
+            joined = Some(join_cgroup()?);
+        }
         mounts::mount_one(&ctx, i, m)?;
         if m.destination() == Path::new("/dev") {
             dev_is_host_bind = m
@@ -125,6 +136,9 @@ pub(crate) fn prepare(spec: &Spec, opts: &RootfsOptions<'_>) -> Result<(), InitE
                 .flatten()
                 .any(|o| o == "bind" || o == "rbind");
         }
+    }
+    if joined.is_none() {
+        join_cgroup()?;
     }
     // Default devices, unless /dev is the host's own (bind-mounted).
     if !dev_is_host_bind {
