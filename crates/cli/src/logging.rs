@@ -52,17 +52,10 @@ where
         let line = serde_json::json!({
             "level": level,
             "msg": msg.0,
-            "time": humantime_now(),
+            "time": plinth_runtime::timestamp(),
         });
         writeln!(writer, "{line}")
     }
-}
-
-fn humantime_now() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
 }
 
 /// Installs the global subscriber.

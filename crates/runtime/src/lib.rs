@@ -80,6 +80,12 @@ pub fn ensure_sealed_binary() -> Result<(), Error> {
     sys::reexec_sealed(&argv, &envp).map_err(|e| Error::sys("re-executing from a sealed copy", e))
 }
 
+/// The current time as RFC 3339 UTC with nanoseconds, as runc writes it
+/// in state and logs.
+pub fn timestamp() -> String {
+    state::now_rfc3339()
+}
+
 /// Reads an exec `process.json` (the `process` object of the runtime
 /// spec), naming the field at fault on error.
 pub fn read_process(path: &std::path::Path) -> Result<oci_spec::runtime::Process, Error> {
