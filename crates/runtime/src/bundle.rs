@@ -1,8 +1,9 @@
 //! Reading an OCI bundle: `config.json` and the root filesystem it names.
 //!
-//! Parsing goes through `serde_path_to_error`, so a malformed or
-//! non-conforming config is reported with the JSON path of the field at
-//! fault (`linux.namespaces[1].type: unknown variant "foo"`). Checks that
+//! On error, the JSON path of the value being read is recovered from the
+//! position serde_json reports, so a malformed or non-conforming config is
+//! reported with the field at fault (`linux.namespaces[1].type: unknown
+//! variant "foo"`). Checks that
 //! the spec implies but serde cannot express (the rootfs exists, each
 //! namespace type appears once, paths are absolute) happen here too, in
 //! the runtime process, before anything is created.
@@ -158,20 +159,87 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, Error> {
         path: path.to_path_buf(),
         source,
     })?;
-    let de = &mut serde_json::Deserializer::from_slice(&text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        let inner = e.into_inner();
+    serde_json::from_slice(&text).map_err(|e| {
+        let offset = byte_offset(&text, e.line(), e.column());
+        let field = json_path_at(&text, offset);
         Error::InvalidConfig {
             path: path.to_path_buf(),
-            field: if field == "." {
+            field: if field.is_empty() {
                 "(document)".into()
             } else {
                 field
             },
-            message: inner.to_string(),
+            message: e.to_string(),
         }
     })
+}
+
+/// The byte offset of a 1-based line and column as serde_json reports them.
+fn byte_offset(text: &[u8], line: usize, column: usize) -> usize {
+    let mut start = 0;
+    for _ in 1..line {
+        match text[start..].iter().position(|b| *b == b'\n') {
+            Some(p) => start += p + 1,
+            None => return text.len(),
+        }
+    }
+    (start + column.saturating_sub(1)).min(text.len())
+}
+
+/// The JSON path (`linux.namespaces[1].type`) of the value being read at
+/// byte `offset` of `text`. A small scanner instead of a path-tracking
+/// deserializer: it runs only on error, and costs no code per type.
+fn json_path_at(text: &[u8], offset: usize) -> String {
+    enum Frame {
+        Object(Option<String>),
+        Array(usize),
+    }
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut last_string: Option<String> = None;
+    let mut i = 0;
+    while i < offset.min(text.len()) {
+        match text[i] {
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < text.len() && text[i] != b'"' {
+                    i += if text[i] == b'\\' { 2 } else { 1 };
+                }
+                last_string = Some(String::from_utf8_lossy(&text[start..i.min(text.len())]).into_owned());
+            }
+            b':' => {
+                if let Some(Frame::Object(key)) = stack.last_mut() {
+                    *key = last_string.take();
+                }
+            }
+            b',' => match stack.last_mut() {
+                Some(Frame::Array(n)) => *n += 1,
+                Some(Frame::Object(key)) => *key = None,
+                None => {}
+            },
+            b'{' => stack.push(Frame::Object(None)),
+            b'[' => stack.push(Frame::Array(0)),
+            b'}' | b']' => {
+                stack.pop();
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let mut path = String::new();
+    for frame in &stack {
+        match frame {
+            Frame::Object(Some(key)) => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+            }
+            Frame::Object(None) => {}
+            Frame::Array(n) => path.push_str(&format!("[{n}]")),
+        }
+    }
+    path
 }
 
 #[cfg(test)]
@@ -221,6 +289,26 @@ mod tests {
             msg.contains("root.path") && msg.contains("nowhere"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn json_paths() {
+        let t = br#"{"a": {"b": [1, {"c": "x"}]}, "d": 2}"#;
+        let at = |needle: &str| {
+            let pos = t.windows(needle.len()).position(|w| w == needle.as_bytes()).unwrap();
+            json_path_at(t, pos + needle.len())
+        };
+        assert_eq!(at(r#""x""#), "a.b[1].c");
+        assert_eq!(at("1"), "a.b[0]");
+        assert_eq!(at("2"), "d");
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let t = tempfile::tempdir().unwrap();
+        let cfg = MINIMAL.replace(r#""uid":0"#, r#""uid":"root""#);
+        let msg = Bundle::load(write(t.path(), &cfg)).unwrap_err().to_string();
+        assert!(msg.contains("process.user.uid"), "{msg}");
     }
 
     #[test]
