@@ -32,9 +32,13 @@ use serde_json::Value;
 
 mod bundle;
 mod host;
+mod probe;
 
 pub use bundle::*;
 pub use host::*;
+// Only the tests that look inside containers use these.
+#[allow(unused_imports)]
+pub use probe::*;
 
 /// How long one command may run before the test kills it and fails.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);

@@ -75,9 +75,11 @@ pub(crate) fn prepare(spec: &Spec, opts: &RootfsOptions<'_>) -> Result<(), InitE
     let rootfs = opts.rootfs;
     let prop_err = |e| InitError::new(InitStage::MountPropagation, "/", e);
     // Nothing mounted from here on may propagate to the host. A shared
-    // rootfsPropagation is applied to the new root after pivot_root.
+    // rootfsPropagation is applied to the new root after pivot_root, and
+    // so is an unbindable one: the rootfs could not be bound from an
+    // unbindable `/`.
     let flag = match root_propagation(spec) {
-        Some(f) if !f.contains(MsFlags::MS_SHARED) => f,
+        Some(f) if !f.intersects(MsFlags::MS_SHARED | MsFlags::MS_UNBINDABLE) => f,
         _ => MsFlags::MS_SLAVE | MsFlags::MS_REC,
     };
     mount(None::<&str>, "/", None::<&str>, flag, None::<&str>).map_err(prop_err)?;
@@ -164,9 +166,20 @@ pub(crate) fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), InitError> {
         .map_err(|e| err("move rootfs to /", e))?;
         nix::unistd::chroot(".").map_err(|e| err("chroot", e))?;
     } else {
+        let old_root = open(
+            "/",
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| err("open old root", e))?;
         nix::unistd::pivot_root(".", ".").map_err(|e| err("pivot_root", e))?;
         // The old root now sits on top of the new one: make it a slave so
-        // that detaching it cannot unmount anything on the host.
+        // that detaching it cannot unmount anything on the host. "." must
+        // be the old root's mount, not the new root under it (the cwd):
+        // `rslave` on the new root would undo the propagation that
+        // config.json's mounts asked for (`shared`, ...).
+        nix::unistd::fchdir(&old_root).map_err(|e| err("fchdir old root", e))?;
+        drop(old_root);
         mount(
             None::<&str>,
             ".",
