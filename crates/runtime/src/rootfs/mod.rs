@@ -194,6 +194,45 @@ pub(crate) fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), InitError> {
     Ok(())
 }
 
+/// `/dev/console` as an `O_PATH` fd to bind the pty on. The last component
+/// is never followed: an image's `/dev/console` symlink (to
+/// `/proc/sys/kernel/core_pattern`, say) would have the pty bound over its
+/// target (the CVE-2025-52565 class), so it is replaced by an empty file.
+fn console_target(root: &OwnedFd) -> nix::Result<OwnedFd> {
+    use nix::fcntl::{openat, AtFlags};
+    use nix::sys::stat::fstatat;
+    use nix::unistd::{unlinkat, UnlinkatFlags};
+
+    let (dev, name) = resolve::open_parent_in_root(root, Path::new("/dev/console"), true)?;
+    match fstatat(&dev, &name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK => {
+            unlinkat(&dev, &name, UnlinkatFlags::NoRemoveDir)?;
+        }
+        Ok(_) | Err(Errno::ENOENT) => {}
+        Err(e) => return Err(e),
+    }
+    match openat(
+        &dev,
+        &name,
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o666),
+    ) {
+        Ok(_) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(e),
+    }
+    // A symlink swapped in meanwhile makes this fail (ELOOP).
+    let fd = openat(
+        &dev,
+        &name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    if resolve::file_type(&fd)? == SFlag::S_IFLNK {
+        return Err(Errno::ELOOP);
+    }
+    Ok(fd)
+}
+
 /// Everything after `pivot_root`. `console` is the pty slave to bind on
 /// `/dev/console`.
 pub(crate) fn finish(spec: &Spec, console: Option<&OwnedFd>) -> Result<(), InitError> {
@@ -227,8 +266,7 @@ pub(crate) fn finish(spec: &Spec, console: Option<&OwnedFd>) -> Result<(), InitE
     }
     if let Some(slave) = console {
         let err = |e| InitError::new(InitStage::Console, "/dev/console", e);
-        let target =
-            resolve::open_in_root(&root, Path::new("/dev/console"), Create::File).map_err(err)?;
+        let target = console_target(&root).map_err(err)?;
         if resolve::file_type(&target).map_err(err)? == SFlag::S_IFREG {
             mount(
                 Some(&fd_path(slave)),
