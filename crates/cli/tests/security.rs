@@ -211,8 +211,14 @@ fn start_container_hook_cannot_overwrite_the_runtime() {
         .arg(bundle.path())
         .arg(&id)
         .assert_success();
-    // `run --detach` has returned: no runtime process is left.
-    let result = wait_for_file(&bundle.rootfs().join("result"), SETTLE);
+    // `run --detach` has returned, so no runtime process is left, and the write (a
+    // second after the hook) has not happened yet.
+    let result_path = bundle.rootfs().join("result");
+    assert!(
+        !result_path.exists(),
+        "the write came before the runtime exited"
+    );
+    let result = wait_for_file(&result_path, SETTLE);
     assert_ne!(
         result.trim(),
         "rc=0",
