@@ -400,6 +400,26 @@ fn update_changes_memory_and_pids() {
     );
 }
 
+#[test]
+#[ignore = "plinth bug: `update --memory 100M` is refused (crates/cli/src/cli.rs parses \
+            --memory, --memory-reservation and --memory-swap as i64); runc's update takes \
+            sizes with unit suffixes (units.RAMInBytes: 100M, 1g, ...)"]
+fn update_takes_runc_size_suffixes() {
+    if !require_container_host() {
+        return;
+    }
+    let td = TestDir::new("cg-update-units");
+    let bundle = td.bundle().args(&["sleep", "1000"]).write();
+    let c = run_detached(&td, &bundle);
+    td.plinth()
+        .args(["update", "--memory", "100M", &c.id])
+        .assert_success();
+    assert_eq!(
+        read_trim(host_cgroup_file(c.pid, "memory", "memory.limit_in_bytes")),
+        (100 * 1024 * 1024).to_string()
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // A pure cgroup v2 host
 // ---------------------------------------------------------------------------------------
