@@ -246,3 +246,101 @@ fn wrong_state_transitions_fail_and_change_nothing() {
     assert_unchanged(&before, &HostSnapshot::capture(td.root(), &id));
     assert_eq!(td.state(&id)["status"], "running");
 }
+
+/// `run` of `bundle` fails cleanly (see [`fails_cleanly`]) with one line on stderr that
+/// contains every one of `names` (the field at fault, and what else must be said).
+fn fails_naming(td: &TestDir, bundle: &Bundle, names: &[&str]) {
+    let out = fails_cleanly(td, "run", bundle);
+    let err = out.stderr.trim_end();
+    assert_eq!(err.lines().count(), 1, "a one-line error\n{out}");
+    for name in names {
+        assert!(err.contains(name), "the error should name {name}\n{out}");
+    }
+}
+
+#[test]
+fn config_that_is_not_json_names_the_file() {
+    if !require_container_host() {
+        return;
+    }
+    let td = TestDir::exclusive("bad-notjson");
+    let bundle = td.bundle().args(&["true"]).write();
+    fs::write(bundle.config_path(), "this is not json\n").unwrap();
+    fails_naming(&td, &bundle, &["config.json"]);
+}
+
+#[test]
+fn unknown_namespace_type_names_the_field() {
+    if !require_container_host() {
+        return;
+    }
+    let td = TestDir::exclusive("bad-nstype");
+    let bundle = td
+        .bundle()
+        .args(&["true"])
+        .set(
+            "/linux/namespaces/-",
+            json!({ "type": "no-such-namespace" }),
+        )
+        .write();
+    fails_naming(
+        &td,
+        &bundle,
+        &["linux.namespaces[5].type", "no-such-namespace"],
+    );
+}
+
+#[test]
+fn missing_rootfs_names_the_field() {
+    if !require_container_host() {
+        return;
+    }
+    let td = TestDir::exclusive("bad-rootfs-field");
+    let bundle = td
+        .bundle()
+        .args(&["true"])
+        .set("/root/path", json!("no-such-rootfs"))
+        .write();
+    fails_naming(&td, &bundle, &["root.path", "no-such-rootfs"]);
+}
+
+#[test]
+fn missing_mount_source_names_the_mount() {
+    if !require_container_host() {
+        return;
+    }
+    let td = TestDir::exclusive("bad-mount-src");
+    let missing = td.path().join("no-such-source");
+    let bundle = td
+        .bundle()
+        .args(&["true"])
+        .set(
+            "/mounts/-",
+            json!({ "destination": "/mnt", "type": "bind", "source": missing,
+                    "options": ["rbind"] }),
+        )
+        .write();
+    fails_naming(&td, &bundle, &["mounts[7]", "no-such-source"]);
+}
+
+#[test]
+fn rlimit_above_the_hard_limit_names_the_rlimit_and_the_capability() {
+    if !require_container_host() {
+        return;
+    }
+    let td = TestDir::exclusive("bad-rlimit");
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("getrlimit");
+    let bundle = td
+        .bundle()
+        .args(&["true"])
+        .set(
+            "/process/rlimits",
+            json!([
+                { "type": "RLIMIT_CORE", "soft": 0, "hard": 0 },
+                { "type": "RLIMIT_NOFILE", "soft": 1024, "hard": hard + 1 }
+            ]),
+        )
+        .write();
+    fails_naming(&td, &bundle, &["process.rlimits[1]", "CAP_SYS_RESOURCE"]);
+}

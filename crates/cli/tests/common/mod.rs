@@ -32,9 +32,13 @@ use serde_json::Value;
 
 mod bundle;
 mod host;
+mod probe;
 
 pub use bundle::*;
 pub use host::*;
+// Only the tests that look inside containers use these.
+#[allow(unused_imports)]
+pub use probe::*;
 
 /// How long one command may run before the test kills it and fails.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -411,6 +415,8 @@ pub struct TestCommand {
     cmd: Command,
     dir: PathBuf,
     timeout: Duration,
+    /// Descriptors passed to the command, open until it has started.
+    passed: Vec<std::os::fd::OwnedFd>,
 }
 
 impl TestCommand {
@@ -420,7 +426,33 @@ impl TestCommand {
             cmd: Command::new(program),
             dir,
             timeout: DEFAULT_TIMEOUT,
+            passed: Vec::new(),
         }
+    }
+
+    /// Give the command `fd` as its descriptor number `target` (e.g. 3, for
+    /// `--preserve-fds`).
+    pub fn pass_fd(&mut self, fd: std::os::fd::OwnedFd, target: i32) -> &mut TestCommand {
+        use std::os::unix::process::CommandExt;
+        let raw = fd.as_raw_fd();
+        self.passed.push(fd);
+        let hook = move || {
+            // SAFETY: dup2 and fcntl are async-signal-safe and touch only descriptors.
+            let rc = unsafe {
+                if raw == target {
+                    libc::fcntl(raw, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(raw, target)
+                }
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        // SAFETY: the hook only calls async-signal-safe functions.
+        unsafe { self.cmd.pre_exec(hook) };
+        self
     }
 
     /// Add one argument.
@@ -478,6 +510,7 @@ impl TestCommand {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start `{cmdline}`: {e}"));
+        self.passed.clear();
         let status = wait_timeout(&mut child, self.timeout);
         let stdout = read_lossy(&out_path);
         let stderr = read_lossy(&err_path);

@@ -7,8 +7,10 @@
 //! matches an access decides it, and an access no rule matches is denied.
 //! Matching is per access bit: for an `open(O_RDWR)` of `c 1:3`, the read
 //! and the write are decided by the last rule that matches `c 1:3` and
-//! names `r` (resp. `w`). After the config's own rules come allow rules for
-//! the devices the runtime always creates ([`default_rules`]).
+//! names `r` (resp. `w`). Allow rules for the devices the runtime always
+//! creates ([`default_rules`]) go after the config's last rule that covers
+//! every device, so that a later rule of the config can still deny one
+//! (runc appends them at the end, where they override such a deny).
 //!
 //! cgroup v2 has no devices files; [`super::bpf`] compiles the same list
 //! into an eBPF program. cgroup v1 keeps a default (allow or deny) plus a
@@ -244,7 +246,11 @@ pub(crate) fn default_rules() -> [DeviceRule; 9] {
     ]
 }
 
-/// The config's rules followed by [`default_rules`].
+/// The config's rules with [`default_rules`] inserted after the last rule
+/// that covers every device (the usual leading `deny a *:* rwm`), or first
+/// when there is none: the defaults survive a blanket deny, and a later
+/// rule of the config about a default device (a deny of `c 1:5`) still
+/// decides it.
 pub(crate) fn rules_with_defaults(
     spec: &[LinuxDeviceCgroup],
 ) -> Result<Vec<DeviceRule>, CgroupError> {
@@ -253,7 +259,11 @@ pub(crate) fn rules_with_defaults(
         .enumerate()
         .map(|(i, r)| DeviceRule::from_oci(i, r))
         .collect::<Result<Vec<_>, _>>()?;
-    rules.extend(default_rules());
+    let at = rules
+        .iter()
+        .rposition(|r| r.kind == DeviceKind::All && r.major.is_none() && r.minor.is_none())
+        .map_or(0, |i| i + 1);
+    rules.splice(at..at, default_rules());
     Ok(rules)
 }
 
@@ -482,15 +492,37 @@ mod tests {
     }
 
     #[test]
-    fn defaults_come_last() {
-        let spec = [LinuxDeviceCgroupBuilder::default()
+    fn defaults_follow_the_last_blanket_rule() {
+        let deny_all = LinuxDeviceCgroupBuilder::default()
             .allow(false)
             .build()
-            .unwrap()];
-        let rules = rules_with_defaults(&spec).unwrap();
+            .unwrap();
+        let deny_zero = LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .typ(LinuxDeviceType::C)
+            .major(1)
+            .minor(5)
+            .access("rwm")
+            .build()
+            .unwrap();
+        let rules = rules_with_defaults(std::slice::from_ref(&deny_all)).unwrap();
         assert_eq!(rules.len(), 10);
         assert_eq!(rules[0], DeviceRule::everything(false));
         assert_eq!(rules[9].entry(), "c 136:* rwm");
+
+        // A deny of a default device after the blanket deny keeps its effect.
+        let rules = rules_with_defaults(&[deny_all, deny_zero.clone()]).unwrap();
+        assert_eq!(rules.len(), 11);
+        assert_eq!(rules[10], DeviceRule::char_dev(false, 1, Some(5)));
+        let plan = V1Plan::new(&rules).unwrap();
+        let entries: Vec<String> = plan.exceptions.iter().map(DeviceRule::entry).collect();
+        assert!(!entries.contains(&"c 1:5 rwm".to_owned()), "{entries:?}");
+        assert!(entries.contains(&"c 1:3 rwm".to_owned()), "{entries:?}");
+
+        // Without a blanket rule, the defaults come first.
+        let rules = rules_with_defaults(&[deny_zero]).unwrap();
+        assert_eq!(rules[0], DeviceRule::char_dev(true, 1, Some(3)));
+        assert_eq!(rules[9], DeviceRule::char_dev(false, 1, Some(5)));
     }
 
     #[test]

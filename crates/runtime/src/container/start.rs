@@ -1,8 +1,9 @@
 //! `start`: lets a created container's init exec the user's program.
 //!
 //! The init blocks opening `exec.fifo` for writing; `start` opens it for
-//! reading, reads the init's byte, removes the fifo (so the status becomes
-//! `running`) and runs the poststart hooks.
+//! reading, reads the init's byte, waits for the end-of-file that the
+//! init's exec of the user's program causes, removes the fifo (so the
+//! status becomes `running`) and runs the poststart hooks.
 
 use std::io::Read;
 use std::os::fd::AsFd;
@@ -55,6 +56,25 @@ pub fn start(root: &RuntimeRoot, id: &str) -> Result<(), Error> {
                 status: "stopped".into(),
                 operation: "start (its init exited)",
             });
+        }
+    }
+    // The init keeps its end open (close-on-exec) through the
+    // startContainer hooks until it executes the user's program:
+    // end-of-file means it did (or it died).
+    loop {
+        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(100u16)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) => match file.read(&mut byte) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(Error::io(&fifo_path, e)),
+            },
+            Err(e) => return Err(Error::sys("poll exec.fifo", e)),
+        }
+        if !st.init_alive() {
+            break;
         }
     }
     let _ = std::fs::remove_file(&fifo_path);

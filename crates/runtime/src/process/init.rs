@@ -321,6 +321,10 @@ fn init(args: &mut ChildArgs<'_>, channel: &Channel, host_pid: i32) -> Result<()
         .map_err(|e| InitError::new(InitStage::Protocol, "exec.fifo", e))?;
         let mut f = std::fs::File::from(fd);
         let _ = f.write_all(b"0");
+        // Kept open (it is close-on-exec) through the startContainer hooks
+        // until the exec: `start` waits for its end-of-file, so that the
+        // poststart hooks run after the user's program was executed.
+        let _ = std::os::fd::IntoRawFd::into_raw_fd(f);
     }
     state["status"] = "created".into();
     if let Some(h) = hooks.and_then(|h| h.start_container().as_ref()) {

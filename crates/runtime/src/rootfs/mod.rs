@@ -82,9 +82,11 @@ pub(crate) fn prepare(
     let rootfs = opts.rootfs;
     let prop_err = |e| InitError::new(InitStage::MountPropagation, "/", e);
     // Nothing mounted from here on may propagate to the host. A shared
-    // rootfsPropagation is applied to the new root after pivot_root.
+    // rootfsPropagation is applied to the new root after pivot_root, and
+    // so is an unbindable one: the rootfs could not be bound from an
+    // unbindable `/`.
     let flag = match root_propagation(spec) {
-        Some(f) if !f.contains(MsFlags::MS_SHARED) => f,
+        Some(f) if !f.intersects(MsFlags::MS_SHARED | MsFlags::MS_UNBINDABLE) => f,
         _ => MsFlags::MS_SLAVE | MsFlags::MS_REC,
     };
     mount(None::<&str>, "/", None::<&str>, flag, None::<&str>).map_err(prop_err)?;
@@ -178,9 +180,20 @@ pub(crate) fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), InitError> {
         .map_err(|e| err("move rootfs to /", e))?;
         nix::unistd::chroot(".").map_err(|e| err("chroot", e))?;
     } else {
+        let old_root = open(
+            "/",
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| err("open old root", e))?;
         nix::unistd::pivot_root(".", ".").map_err(|e| err("pivot_root", e))?;
         // The old root now sits on top of the new one: make it a slave so
-        // that detaching it cannot unmount anything on the host.
+        // that detaching it cannot unmount anything on the host. "." must
+        // be the old root's mount, not the new root under it (the cwd):
+        // `rslave` on the new root would undo the propagation that
+        // config.json's mounts asked for (`shared`, ...).
+        nix::unistd::fchdir(&old_root).map_err(|e| err("fchdir old root", e))?;
+        drop(old_root);
         mount(
             None::<&str>,
             ".",
@@ -193,6 +206,45 @@ pub(crate) fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), InitError> {
     }
     nix::unistd::chdir("/").map_err(|e| err("chdir /", e))?;
     Ok(())
+}
+
+/// `/dev/console` as an `O_PATH` fd to bind the pty on. The last component
+/// is never followed: an image's `/dev/console` symlink (to
+/// `/proc/sys/kernel/core_pattern`, say) would have the pty bound over its
+/// target (the CVE-2025-52565 class), so it is replaced by an empty file.
+fn console_target(root: &OwnedFd) -> nix::Result<OwnedFd> {
+    use nix::fcntl::{openat, AtFlags};
+    use nix::sys::stat::fstatat;
+    use nix::unistd::{unlinkat, UnlinkatFlags};
+
+    let (dev, name) = resolve::open_parent_in_root(root, Path::new("/dev/console"), true)?;
+    match fstatat(&dev, &name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK => {
+            unlinkat(&dev, &name, UnlinkatFlags::NoRemoveDir)?;
+        }
+        Ok(_) | Err(Errno::ENOENT) => {}
+        Err(e) => return Err(e),
+    }
+    match openat(
+        &dev,
+        &name,
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o666),
+    ) {
+        Ok(_) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(e),
+    }
+    // A symlink swapped in meanwhile makes this fail (ELOOP).
+    let fd = openat(
+        &dev,
+        &name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    if resolve::file_type(&fd)? == SFlag::S_IFLNK {
+        return Err(Errno::ELOOP);
+    }
+    Ok(fd)
 }
 
 /// Everything after `pivot_root`. `console` is the pty slave to bind on
@@ -228,8 +280,7 @@ pub(crate) fn finish(spec: &Spec, console: Option<&OwnedFd>) -> Result<(), InitE
     }
     if let Some(slave) = console {
         let err = |e| InitError::new(InitStage::Console, "/dev/console", e);
-        let target =
-            resolve::open_in_root(&root, Path::new("/dev/console"), Create::File).map_err(err)?;
+        let target = console_target(&root).map_err(err)?;
         if resolve::file_type(&target).map_err(err)? == SFlag::S_IFREG {
             mount(
                 Some(&fd_path(slave)),
