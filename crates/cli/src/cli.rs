@@ -220,14 +220,14 @@ pub struct UpdateArgs {
     /// JSON file with a linux.resources object ("-" for stdin).
     #[arg(short, long)]
     pub resources: Option<PathBuf>,
-    /// Memory limit in bytes.
-    #[arg(long)]
+    /// Memory limit (bytes, or with a unit: 100M, 1g).
+    #[arg(long, value_parser = parse_size)]
     pub memory: Option<i64>,
-    /// Memory soft limit in bytes.
-    #[arg(long)]
+    /// Memory soft limit (bytes, or with a unit).
+    #[arg(long, value_parser = parse_size)]
     pub memory_reservation: Option<i64>,
-    /// Memory plus swap limit in bytes (-1: unlimited).
-    #[arg(long, allow_hyphen_values = true)]
+    /// Memory plus swap limit (bytes, or with a unit; -1: unlimited).
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_size)]
     pub memory_swap: Option<i64>,
     /// CPU shares (relative weight).
     #[arg(long)]
@@ -258,4 +258,54 @@ pub struct UpdateArgs {
     pub blkio_weight: Option<u16>,
     /// Container id.
     pub id: String,
+}
+
+/// A size as runc's `update` takes it: a number of bytes, optionally with a
+/// binary unit (`k`, `m`, `g`, `t`, `p`, any case, with an optional `b` or
+/// `ib`), or -1 for unlimited.
+pub fn parse_size(s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    if t == "-1" {
+        return Ok(-1);
+    }
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (use bytes or a unit: 100M, 1g)"))?;
+    let unit = unit.to_ascii_lowercase();
+    let unit = unit.trim_end_matches("ib").trim_end_matches('b');
+    let mult: f64 = match unit {
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        "t" => 1024f64.powi(4),
+        "p" => 1024f64.powi(5),
+        _ => return Err(format!("{s:?}: unknown unit (use k, m, g, t or p)")),
+    };
+    let v = n * mult;
+    if !(0.0..9.2e18).contains(&v) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(v as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_as_runc_takes_them() {
+        assert_eq!(parse_size("100M"), Ok(100 * 1024 * 1024));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("512kb"), Ok(512 * 1024));
+        assert_eq!(parse_size("2MiB"), Ok(2 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("-1"), Ok(-1));
+        assert!(parse_size("12x").is_err());
+        assert!(parse_size("lots").is_err());
+    }
 }

@@ -401,9 +401,6 @@ fn update_changes_memory_and_pids() {
 }
 
 #[test]
-#[ignore = "plinth bug: `update --memory 100M` is refused (crates/cli/src/cli.rs parses \
-            --memory, --memory-reservation and --memory-swap as i64); runc's update takes \
-            sizes with unit suffixes (units.RAMInBytes: 100M, 1g, ...)"]
 fn update_takes_runc_size_suffixes() {
     if !require_container_host() {
         return;

@@ -205,7 +205,8 @@ fn json_path_at(text: &[u8], offset: usize) -> String {
                 while i < text.len() && text[i] != b'"' {
                     i += if text[i] == b'\\' { 2 } else { 1 };
                 }
-                last_string = Some(String::from_utf8_lossy(&text[start..i.min(text.len())]).into_owned());
+                last_string =
+                    Some(String::from_utf8_lossy(&text[start..i.min(text.len())]).into_owned());
             }
             b':' => {
                 if let Some(Frame::Object(key)) = stack.last_mut() {
@@ -295,7 +296,10 @@ mod tests {
     fn json_paths() {
         let t = br#"{"a": {"b": [1, {"c": "x"}]}, "d": 2}"#;
         let at = |needle: &str| {
-            let pos = t.windows(needle.len()).position(|w| w == needle.as_bytes()).unwrap();
+            let pos = t
+                .windows(needle.len())
+                .position(|w| w == needle.as_bytes())
+                .unwrap();
             json_path_at(t, pos + needle.len())
         };
         assert_eq!(at(r#""x""#), "a.b[1].c");
