@@ -108,7 +108,8 @@ fn serve(
                 write_id_maps(stage1, parent.uid_mappings, parent.gid_mappings)?;
                 ch.send(&Message::Continue, None).map_err(proto)?;
             }
-            Message::Pid(p) => {
+            Message::Pid(p) | Message::PidInCgroup(p) => {
+                let placed = matches!(msg, Message::PidInCgroup(_));
                 let p = Pid::from_raw(p);
                 *pid = Some(p);
                 let _ = waitpid(stage1, None);
@@ -125,7 +126,7 @@ fn serve(
                 }
                 ch.send(&Message::Pid(p.as_raw()), None).map_err(proto)?;
                 if until_ready {
-                    if let Some(cg) = parent.cgroup {
+                    if let (Some(cg), false) = (parent.cgroup, placed) {
                         cg.add_task(p)?;
                     }
                     ch.send(&Message::Continue, None).map_err(proto)?;

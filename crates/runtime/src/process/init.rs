@@ -59,16 +59,30 @@ pub(crate) fn stage1(mut args: ChildArgs<'_>, channel: Channel) -> ! {
     if let Err(e) = stage1_steps(&args, &channel) {
         fail_and_exit(&channel, e)
     }
-    match sys::fork() {
+    // Straight into the cgroup where the kernel allows it (pure v2, no
+    // user namespace in the way); otherwise the runtime moves the child.
+    let into = args
+        .cgroup_dir
+        .and_then(|dir| sys::fork_into_cgroup(dir.as_fd()).ok().map(|r| (r, true)));
+    let forked = match into {
+        Some((r, placed)) => Ok((r, placed)),
+        None => sys::fork().map(|r| (r, false)),
+    };
+    match forked {
         Err(e) => fail_and_exit(&channel, InitError::new(InitStage::Fork, "", e)),
-        Ok(ForkResult::Parent { child }) => {
-            let code = match channel.send(&Message::Pid(child.as_raw()), None) {
+        Ok((ForkResult::Parent { child }, placed)) => {
+            let msg = if placed {
+                Message::PidInCgroup(child.as_raw())
+            } else {
+                Message::Pid(child.as_raw())
+            };
+            let code = match channel.send(&msg, None) {
                 Ok(()) => 0,
                 Err(_) => 1,
             };
             sys::exit_now(code)
         }
-        Ok(ForkResult::Child) => {
+        Ok((ForkResult::Child, _)) => {
             let Err(e) = child(&mut args, &channel);
             fail_and_exit(&channel, e)
         }
