@@ -344,3 +344,24 @@ fn rlimit_above_the_hard_limit_names_the_rlimit_and_the_capability() {
         .write();
     fails_naming(&td, &bundle, &["process.rlimits[1]", "CAP_SYS_RESOURCE"]);
 }
+
+#[test]
+fn detached_terminal_without_console_socket_names_the_field() {
+    if !require_container_host() {
+        return;
+    }
+    let td = TestDir::exclusive("bad-tty-detached");
+    let bundle = td
+        .bundle()
+        .args(&["true"])
+        .set("/process/terminal", json!(true))
+        .write();
+    // A foreground run proxies the terminal; a detached create has nobody to give it to.
+    let out = fails_cleanly(&td, "create", &bundle);
+    let err = out.stderr.trim_end();
+    assert_eq!(err.lines().count(), 1, "a one-line error\n{out}");
+    assert!(
+        err.contains("process.terminal") && err.contains("--console-socket"),
+        "{out}"
+    );
+}

@@ -145,6 +145,13 @@ fn create_inner(
     )
     .map_err(|(f, m)| invalid(bundle, f, m))?;
     let linux = spec.linux().clone().unwrap_or_default();
+    if process.terminal().unwrap_or(false) && !foreground && opts.console_socket.is_none() {
+        return Err(invalid(
+            bundle,
+            "process.terminal",
+            "a detached container's terminal needs --console-socket to receive it",
+        ));
+    }
 
     let mut join = Vec::new();
     let mut unshare = CloneFlags::empty();

@@ -52,6 +52,11 @@ pub fn exec(
         field: f,
         message: m,
     })?;
+    if process.terminal().unwrap_or(false) && opts.detach && opts.console_socket.is_none() {
+        return Err(Error::InvalidArgument(
+            "exec --tty --detach needs --console-socket to receive the terminal".into(),
+        ));
+    }
     let spec = st.spec.clone().unwrap_or_default();
     let mut join = Vec::new();
     let mut in_userns = false;
