@@ -145,6 +145,24 @@ fn create_inner(
     )
     .map_err(|(f, m)| invalid(bundle, f, m))?;
     let linux = spec.linux().clone().unwrap_or_default();
+    // A bind source must exist now; say so before anything is made.
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        let is_bind = m
+            .options()
+            .iter()
+            .flatten()
+            .any(|o| o == "bind" || o == "rbind");
+        if let (true, Some(src)) = (is_bind, m.source()) {
+            let src = bundle.dir().join(src);
+            if let Err(e) = std::fs::metadata(&src) {
+                return Err(invalid(
+                    bundle,
+                    format!("mounts[{i}].source"),
+                    format!("{}: {e}", src.display()),
+                ));
+            }
+        }
+    }
     if process.terminal().unwrap_or(false) && !foreground && opts.console_socket.is_none() {
         return Err(invalid(
             bundle,
