@@ -227,3 +227,320 @@ impl Check {
         Ok(Report::new(platform, files))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Fixtures built with `cc` at test time, judged by plinth and, as a
+    //! cross-check, by this machine's own `ld.so` in trace mode.
+    use super::*;
+    use std::fs;
+    use std::process::Command;
+
+    fn have_cc() -> bool {
+        let ok = Command::new("cc").arg("--version").output().is_ok();
+        if !ok {
+            eprintln!("skipping: no cc");
+        }
+        ok
+    }
+
+    fn cc(dir: &Path, args: &[&str]) {
+        let out = Command::new("cc")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cc {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Whether the real loader refuses `file` (trace mode, as the oracle).
+    fn loader_refuses(file: &Path) -> bool {
+        let out = Command::new(crate::loader::GLIBC_X86_64_INTERP)
+            .arg(file)
+            .env_clear()
+            .env("LD_TRACE_LOADED_OBJECTS", "1")
+            .env("LD_BIND_NOW", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        !out.status.success()
+            || text
+                .lines()
+                .any(|l| l.contains("not found") && !l.contains("weak version"))
+    }
+
+    fn check(tree: &Path, bin: &str) -> FileReport {
+        let report = CheckBuilder::new(tree)
+            .onto("/")
+            .binary(bin)
+            .build()
+            .unwrap()
+            .run()
+            .unwrap();
+        assert_eq!(report.files.len(), 1);
+        report.files[0].clone()
+    }
+
+    fn kinds(f: &FileReport) -> Vec<ProblemKind> {
+        f.problems.iter().map(|p| p.kind).collect()
+    }
+
+    #[test]
+    fn symbol_versions_against_the_library_that_is_loaded() {
+        if !have_cc() {
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        fs::create_dir_all(d.join("lib")).unwrap();
+        fs::create_dir_all(d.join("bin")).unwrap();
+        fs::write(
+            d.join("v2.map"),
+            "MYLIB_1.0 { global: f1; local: *; };\nMYLIB_2.0 { global: f2; } MYLIB_1.0;\n",
+        )
+        .unwrap();
+        fs::write(
+            d.join("v1.map"),
+            "MYLIB_1.0 { global: f1; f2; local: *; };\n",
+        )
+        .unwrap();
+        fs::write(
+            d.join("lib.c"),
+            "int f1(void){return 1;} int f2(void){return 2;}\n",
+        )
+        .unwrap();
+        fs::write(
+            d.join("app.c"),
+            "int f2(void); int main(void){return f2();}\n",
+        )
+        .unwrap();
+        cc(
+            d,
+            &[
+                "-shared",
+                "-fPIC",
+                "-o",
+                "lib/libmy.so.1",
+                "lib.c",
+                "-Wl,-soname,libmy.so.1",
+                "-Wl,--version-script,v2.map",
+            ],
+        );
+        cc(
+            d,
+            &[
+                "-o",
+                "bin/app",
+                "app.c",
+                "-Llib",
+                "-l:libmy.so.1",
+                "-Wl,-rpath,$ORIGIN/../lib",
+            ],
+        );
+        let ok = check(d, "bin/app");
+        assert_eq!(ok.verdict, Verdict::Ok, "{ok:?}");
+        assert!(!loader_refuses(&d.join("bin/app")));
+
+        // Swap in a build that only defines MYLIB_1.0.
+        cc(
+            d,
+            &[
+                "-shared",
+                "-fPIC",
+                "-o",
+                "lib/libmy.so.1",
+                "lib.c",
+                "-Wl,-soname,libmy.so.1",
+                "-Wl,--version-script,v1.map",
+            ],
+        );
+        let bad = check(d, "bin/app");
+        assert_eq!(kinds(&bad), [ProblemKind::MissingSymbolVersion], "{bad:?}");
+        assert_eq!(
+            bad.problems[0].detail,
+            "MYLIB_2.0, needed from libmy.so.1, is not defined by lib/libmy.so.1"
+        );
+        assert!(loader_refuses(&d.join("bin/app")));
+
+        // A library without any version definitions satisfies the need
+        // (the loader only warns).
+        cc(
+            d,
+            &[
+                "-shared",
+                "-fPIC",
+                "-o",
+                "lib/libmy.so.1",
+                "lib.c",
+                "-Wl,-soname,libmy.so.1",
+            ],
+        );
+        let warn = check(d, "bin/app");
+        assert_eq!(warn.verdict, Verdict::Warn, "{warn:?}");
+        assert_eq!(kinds(&warn), [ProblemKind::NoVersionInformation]);
+        assert!(!loader_refuses(&d.join("bin/app")));
+    }
+
+    #[test]
+    fn rpath_is_inherited_runpath_is_not() {
+        if !have_cc() {
+            return;
+        }
+        for (tags, refused) in [("--disable-new-dtags", false), ("--enable-new-dtags", true)] {
+            let t = tempfile::tempdir().unwrap();
+            let d = t.path();
+            fs::create_dir_all(d.join("libs")).unwrap();
+            fs::create_dir_all(d.join("bin")).unwrap();
+            fs::write(d.join("b.c"), "int b(void){return 2;}\n").unwrap();
+            fs::write(d.join("a.c"), "int b(void); int a(void){return b();}\n").unwrap();
+            fs::write(
+                d.join("app.c"),
+                "int a(void); int main(void){return a();}\n",
+            )
+            .unwrap();
+            cc(
+                d,
+                &[
+                    "-shared",
+                    "-fPIC",
+                    "-o",
+                    "libs/libb.so",
+                    "b.c",
+                    "-Wl,-soname,libb.so",
+                ],
+            );
+            // libA needs libB but has no search path of its own.
+            cc(
+                d,
+                &[
+                    "-shared",
+                    "-fPIC",
+                    "-o",
+                    "libs/liba.so",
+                    "a.c",
+                    "-Wl,-soname,liba.so",
+                    "-Llibs",
+                    "-lb",
+                ],
+            );
+            let rpath = format!("-Wl,{tags},-rpath,$ORIGIN/../libs");
+            cc(
+                d,
+                &[
+                    "-o",
+                    "bin/app",
+                    "app.c",
+                    "-Llibs",
+                    "-la",
+                    "-Wl,--allow-shlib-undefined",
+                    &rpath,
+                ],
+            );
+            let f = check(d, "bin/app");
+            assert_eq!(loader_refuses(&d.join("bin/app")), refused, "{tags}");
+            if refused {
+                assert_eq!(kinds(&f), [ProblemKind::MissingLibrary], "{tags}: {f:?}");
+                assert_eq!(
+                    f.problems[0].detail,
+                    "libb.so, needed by libs/liba.so, is not found"
+                );
+            } else {
+                assert_eq!(f.verdict, Verdict::Ok, "{tags}: {f:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_input_is_a_problem_on_that_file() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        let exe = fs::read("/bin/true").unwrap();
+        fs::write(d.join("truncated"), &exe[..200]).unwrap();
+        fs::write(d.join("short"), b"\x7fELF\x02\x01\x01").unwrap();
+        // Absurd counts: e_phnum = 0xffff pointing past the end.
+        let mut absurd = exe.clone();
+        absurd[56] = 0xff;
+        absurd[57] = 0xff;
+        fs::write(d.join("absurd"), &absurd).unwrap();
+        std::os::unix::fs::symlink("loop2", d.join("loop1")).unwrap();
+        std::os::unix::fs::symlink("loop1", d.join("loop2")).unwrap();
+        let fifo = std::ffi::CString::new(d.join("fifo").to_str().unwrap()).unwrap();
+        #[allow(unsafe_code)]
+        // SAFETY (test): mkfifo with a valid path.
+        let rc = unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) };
+        assert_eq!(rc, 0);
+        let mut script = fs::File::create(d.join("script")).unwrap();
+        std::io::Write::write_all(&mut script, b"#!/no/such/interpreter\n").unwrap();
+        drop(script);
+        fs::set_permissions(
+            d.join("script"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+
+        // The walk: the fifo and the loop are not regular files.
+        let report = CheckBuilder::new(d).build().unwrap().run().unwrap();
+        let by: std::collections::HashMap<&str, &FileReport> =
+            report.files.iter().map(|f| (f.path.as_str(), f)).collect();
+        assert_eq!(kinds(by["truncated"]), [ProblemKind::MalformedElf]);
+        assert_eq!(kinds(by["short"]), [ProblemKind::MalformedElf]);
+        assert_eq!(kinds(by["absurd"]), [ProblemKind::MalformedElf]);
+        assert_eq!(kinds(by["script"]), [ProblemKind::MissingInterpreter]);
+        assert!(!by.contains_key("fifo") && !by.contains_key("loop1"));
+
+        // Named explicitly, they are reported, never opened for reading
+        // in a way that blocks.
+        let report = CheckBuilder::new(d)
+            .binary("fifo")
+            .binary("loop1")
+            .build()
+            .unwrap()
+            .run()
+            .unwrap();
+        assert_eq!(report.files.len(), 2);
+        assert!(
+            report
+                .files
+                .iter()
+                .all(|f| kinds(f) == [ProblemKind::Unreadable]),
+            "{report:?}"
+        );
+        assert!(matches!(
+            CheckBuilder::new(d).binary("../etc/passwd").build(),
+            Err(CheckError::BadBinary(_))
+        ));
+    }
+
+    #[test]
+    fn objects_written_with_object_write_parse_or_fail_cleanly() {
+        use object::write::{Object as WObject, Symbol, SymbolSection};
+        use object::{
+            Architecture, BinaryFormat, Endianness, SymbolFlags, SymbolKind, SymbolScope,
+        };
+        let mut o = WObject::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+        let text = o.section_id(object::write::StandardSection::Text);
+        o.add_symbol(Symbol {
+            name: b"f".to_vec(),
+            value: 0,
+            size: 0,
+            kind: SymbolKind::Text,
+            scope: SymbolScope::Linkage,
+            weak: false,
+            section: SymbolSection::Section(text),
+            flags: SymbolFlags::None,
+        });
+        let bytes = o.write().unwrap();
+        // An ET_REL file: parsed, then not examined.
+        let info = crate::elf::parse(&bytes).unwrap();
+        assert_eq!(info.e_type, 1);
+        // Every truncation parses or fails; none panics.
+        for len in 0..bytes.len() {
+            let _ = crate::elf::parse(&bytes[..len]);
+        }
+    }
+}

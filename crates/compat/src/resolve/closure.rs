@@ -173,9 +173,26 @@ impl Map {
         self.l_name == name || self.names.iter().any(|n| n == name)
     }
 
+    /// The path for people: relative to its root, `.` and `..` folded
+    /// (lexically; the loader itself keeps `$ORIGIN/..` as is).
     fn display(&self) -> String {
-        self.l_name.trim_start_matches('/').to_string()
+        normalize(&self.l_name)
     }
+}
+
+/// `/usr/bin/../lib/x` → `usr/lib/x`.
+fn normalize(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out.join("/")
 }
 
 /// The state of one simulated load.
@@ -394,7 +411,7 @@ impl<'w> Session<'w> {
     fn fatal(&mut self, loader: usize, name: &str, path: &str, reason: String) -> Stop {
         self.problems.push(LoadProblem::BadLibrary {
             name: name.to_string(),
-            path: path.trim_start_matches('/').to_string(),
+            path: normalize(path),
             needed_by: self.maps[loader].display(),
             reason,
         });
