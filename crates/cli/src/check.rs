@@ -38,7 +38,12 @@ pub fn run(args: &CheckArgs) -> Result<i32> {
             match p {
                 Progress::Found(n) => {
                     bar.set_message("reading");
-                    bar.set_length(n as u64);
+                    if n == 0 {
+                        // The tree is walked while it is read: no total.
+                        bar.unset_length();
+                    } else {
+                        bar.set_length(n as u64);
+                    }
                     bar.set_position(0);
                 }
                 Progress::Resolving(n) => {

@@ -70,7 +70,19 @@ impl RootDir {
     /// Opens `path` (absolute or relative, either way below the root)
     /// read-only and non-blocking.
     pub fn open_file(&self, path: &str) -> io::Result<Opened> {
-        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
+        let file = self.open_raw(path, 0)?;
+        let meta = file.metadata()?;
+        Ok(Opened { file, meta })
+    }
+
+    /// Opens a file the walk found to be regular, without following a
+    /// final symlink and without `fstat` (the caller asks when it needs to).
+    pub fn open_walked(&self, path: &str) -> io::Result<File> {
+        self.open_raw(path, libc::O_NOFOLLOW)
+    }
+
+    fn open_raw(&self, path: &str, extra: i32) -> io::Result<File> {
+        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | extra;
         let fd = if self.openat2 {
             sys::openat2_in_root(&self.fd.as_fd(), path, flags)?
         } else {
@@ -79,13 +91,11 @@ impl RootDir {
             use std::os::unix::fs::OpenOptionsExt;
             std::fs::OpenOptions::new()
                 .read(true)
-                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | extra)
                 .open(self.path.join(path.trim_start_matches('/')))?
                 .into()
         };
-        let file = File::from(fd);
-        let meta = file.metadata()?;
-        Ok(Opened { file, meta })
+        Ok(File::from(fd))
     }
 
     /// Whether `path` exists below the root as a regular file.

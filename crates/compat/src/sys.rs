@@ -49,3 +49,20 @@ pub(crate) fn openat2_in_root(root: &impl AsRawFd, path: &str, flags: i32) -> io
         }
     }
 }
+
+/// `openat(dir, name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY |
+/// O_CLOEXEC)`: one component, no symlink followed, never blocking.
+pub(crate) fn openat_nofollow(dir: &impl AsRawFd, name: &std::ffi::OsStr) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let c =
+        CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let flags =
+        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

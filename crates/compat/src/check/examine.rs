@@ -41,38 +41,66 @@ pub(super) fn read_file(ctx: &Context<'_>, rel: &str) -> Read {
         reason,
     };
     let tree = ctx.world.root(RootSel::Tree);
-    let opened = match tree.open_file(rel) {
-        Ok(o) => o,
+    // Named files are checked with fstat first.
+    let file = match tree.open_file(rel) {
+        Ok(o) if o.meta.is_file() => o.file,
+        Ok(_) => return unreadable("not a regular file".into()),
         Err(e) => return unreadable(e.to_string()),
     };
-    let meta = &opened.meta;
-    if !meta.is_file() {
-        return if ctx.explicit {
-            unreadable("not a regular file".into())
-        } else {
-            Read::Skipped
-        };
+    read_opened(ctx, rel, file)
+}
+
+/// Reads a file the walk found to be regular (by its directory entry) and
+/// opened without following a symlink: `fstat` only what turns out to be
+/// ELF or a script.
+pub(super) fn read_walked(
+    ctx: &Context<'_>,
+    rel: String,
+    file: std::io::Result<std::fs::File>,
+) -> Read {
+    match file {
+        Ok(f) => read_opened(ctx, &rel, f),
+        Err(e) => Read::Unreadable {
+            rel,
+            reason: e.to_string(),
+        },
     }
-    if !ctx.explicit && meta.dev() != tree.dev() {
-        return Read::Skipped;
-    }
+}
+
+fn read_opened(ctx: &Context<'_>, rel: &str, file: std::fs::File) -> Read {
+    let unreadable = |reason: String| Read::Unreadable {
+        rel: rel.to_string(),
+        reason,
+    };
+    let tree = ctx.world.root(RootSel::Tree);
     let mut head = [0u8; 256];
-    let n = match opened.file.read_at(&mut head, 0) {
+    let n = match file.read_at(&mut head, 0) {
         Ok(n) => n,
+        // A directory or other non-regular file swapped in since the walk.
+        Err(e) if e.raw_os_error() == Some(libc::EISDIR) => return Read::Skipped,
         Err(e) => return unreadable(e.to_string()),
     };
     let head = &head[..n];
-    if head.starts_with(b"\x7fELF") {
+    let is_elf = head.starts_with(b"\x7fELF");
+    if !is_elf && !head.starts_with(b"#!") {
+        return Read::Skipped;
+    }
+    let meta = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => return unreadable(e.to_string()),
+    };
+    if !meta.is_file() || (!ctx.explicit && meta.dev() != tree.dev()) {
+        return Read::Skipped;
+    }
+    if is_elf {
         let id = (meta.dev(), meta.ino());
-        let obj = ctx
-            .world
-            .object(id, || read_object(&opened.file, meta.len()));
+        let obj = ctx.world.object(id, || read_object(&file, meta.len()));
         return Read::Elf {
             rel: rel.to_string(),
             obj,
         };
     }
-    if head.starts_with(b"#!") && (ctx.explicit || meta.permissions().mode() & 0o111 != 0) {
+    if ctx.explicit || meta.permissions().mode() & 0o111 != 0 {
         if let Some(interp) = shebang(head) {
             return Read::Script {
                 rel: rel.to_string(),

@@ -63,7 +63,8 @@ pub enum CheckError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Progress {
-    /// The walk found this many regular files to read.
+    /// This many files will be read (0: unknown, the tree is walked while
+    /// it is read).
     Found(usize),
     /// One more file has been read.
     Read,
@@ -173,18 +174,14 @@ impl Check {
         };
 
         let explicit = !c.binaries.is_empty();
-        let rels: Vec<String> = if explicit {
-            let mut v = c.binaries.clone();
-            v.dedup();
-            v
-        } else {
-            let (found, _) = walk::walk(&c.tree).map_err(|source| CheckError::Walk {
-                path: c.tree.clone(),
-                source,
-            })?;
-            found.into_iter().map(|f| f.rel).collect()
+        let ctx = examine::Context {
+            world: &world,
+            platform: &platform,
+            explicit,
         };
-        if explicit {
+        let read: Vec<examine::Read> = if explicit {
+            let mut rels = c.binaries.clone();
+            rels.dedup();
             for rel in &rels {
                 if let Err(source) = world.root(crate::resolve::RootSel::Tree).open_file(rel) {
                     if source.raw_os_error() == Some(libc::ENOENT) {
@@ -196,21 +193,26 @@ impl Check {
                     }
                 }
             }
-        }
-        progress(Progress::Found(rels.len()));
-        let ctx = examine::Context {
-            world: &world,
-            platform: &platform,
-            explicit,
-        };
-        let read: Vec<examine::Read> = rels
-            .par_iter()
-            .map(|rel| {
-                let r = examine::read_file(&ctx, rel);
+            progress(Progress::Found(rels.len()));
+            rels.par_iter()
+                .map(|rel| {
+                    let r = examine::read_file(&ctx, rel);
+                    progress(Progress::Read);
+                    r
+                })
+                .collect()
+        } else {
+            progress(Progress::Found(0));
+            walk::walk_read(&c.tree, &|file, rel| {
+                let r = examine::read_walked(&ctx, rel, file);
                 progress(Progress::Read);
-                r
+                (!matches!(r, examine::Read::Skipped)).then_some(r)
             })
-            .collect();
+            .map_err(|source| CheckError::Walk {
+                path: c.tree.clone(),
+                source,
+            })?
+        };
         let to_resolve = read.iter().filter(|r| r.needs_resolution()).count();
         progress(Progress::Resolving(to_resolve));
         let files: Vec<FileReport> = read
