@@ -16,9 +16,11 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Directory for the state of containers.
-    #[arg(long, global = true, default_value = "/run/plinth")]
-    pub root: PathBuf,
+    /// Directory for the state of containers [default: /run/plinth]. For
+    /// `platform`: the root filesystem whose user space is fingerprinted
+    /// [default: /].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
     /// Log file (default: stderr).
     #[arg(long, global = true)]
     pub log: Option<PathBuf>,
@@ -37,6 +39,15 @@ pub struct GlobalArgs {
     /// Accepted for runc compatibility; checkpointing is not supported.
     #[arg(long, global = true, hide = true)]
     pub criu: Option<PathBuf>,
+}
+
+impl GlobalArgs {
+    /// The state directory of containers.
+    pub fn state_root(&self) -> PathBuf {
+        self.root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/run/plinth"))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -159,6 +170,48 @@ pub enum Command {
     Features,
     /// Print a shell completion script.
     Completion { shell: clap_complete::Shell },
+    /// Print the fingerprint of a platform: this host's CPU and kernel with
+    /// the user space of --root (default /).
+    Platform(PlatformArgs),
+    /// Check that the ELF files and scripts of a root directory load on a
+    /// platform, as glibc's dynamic loader would decide.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlatformFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckFormat {
+    Text,
+    Json,
+    Html,
+}
+
+#[derive(Debug, Args)]
+pub struct PlatformArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: PlatformFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The root directory to check (never leaves its filesystem).
+    pub path: PathBuf,
+    /// Resolve libraries in this platform root instead of PATH's own.
+    #[arg(long, value_name = "ROOT")]
+    pub onto: Option<PathBuf>,
+    /// Report only this file (relative to PATH); repeatable. What it needs
+    /// is still analysed.
+    #[arg(long, value_name = "REL")]
+    pub binary: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: CheckFormat,
 }
 
 #[derive(Debug, Args)]

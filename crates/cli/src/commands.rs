@@ -20,7 +20,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
     if g.systemd_cgroup {
         bail!("--systemd-cgroup is not supported: plinth manages cgroups through cgroupfs; configure the engine's cgroup manager as cgroupfs");
     }
-    let root = RuntimeRoot::new(&g.root);
+    let root = RuntimeRoot::new(g.state_root());
     match cli.command {
         Command::Create(args) => {
             plinth_runtime::ensure_sealed_binary()?;
@@ -89,6 +89,8 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             );
             Ok(0)
         }
+        Command::Platform(args) => crate::platform::run(g, &args),
+        Command::Check(args) => crate::check::run(&args),
         Command::Completion { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();

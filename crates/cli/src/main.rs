@@ -5,9 +5,11 @@
 //! and maps its result to output and an exit code. Nothing here knows how
 //! a container is made.
 
+mod check;
 mod cli;
 mod commands;
 mod logging;
+mod platform;
 
 use clap::Parser;
 
