@@ -195,3 +195,148 @@ file_is_static() {
 	# ldd fails with "not a dynamic executable" on a static binary.
 	! ldd "$1" >/dev/null 2>&1
 }
+
+# debian_mirror: the URL of the Debian archive this machine's apt installs from: the first
+# enabled `deb` source (one-line .list or deb822 .sources, in apt's order) whose suite is
+# the host's own codename, so neither -security nor -updates. Prints nothing and fails
+# when there is none.
+debian_mirror() {
+	local codename f
+	codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+	[ -n "$codename" ] || return 1
+	for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+		[ -f "$f" ] || continue
+		case $f in
+		*.sources)
+			# deb822: stanzas separated by blank lines; Types, URIs, Suites, Enabled fields.
+			awk -v want="$codename" '
+				function flush() {
+					if (types ~ /(^| )deb( |$)/ && enabled !~ /^(no|false)$/) {
+						ns = split(suites, s, " "); nu = split(uris, u, " ")
+						for (i = 1; i <= ns; i++) if (s[i] == want && nu > 0) { print u[1]; found = 1; exit }
+					}
+					types = uris = suites = enabled = ""
+				}
+				/^[ \t]*#/ { next }
+				/^[ \t]*$/ { flush(); next }
+				{
+					key = tolower($1); sub(/:$/, "", key); val = $0; sub(/^[^:]*:[ \t]*/, "", val)
+					if (key == "types") types = val
+					else if (key == "uris") uris = val
+					else if (key == "suites") suites = val
+					else if (key == "enabled") enabled = tolower(val)
+				}
+				END { if (!found) flush() }
+			' "$f"
+			;;
+		*)
+			# one-line: deb [options] URI SUITE COMPONENT...
+			awk -v want="$codename" '
+				$1 != "deb" { next }
+				{
+					i = 2
+					if ($i ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
+					if ($(i + 1) == want) { print $i; exit }
+				}
+			' "$f"
+			;;
+		esac
+	done | head -n1 | sed 's:/*$::' | grep .
+}
+
+# The cache of debootstrapped Debian roots that crates/cli/tests/check_exact.rs and
+# bench/check.sh use: $PLINTH_TEST_CACHE (default /var/cache/plinth-tests)/debootstrap/
+# RELEASE/ is the root, RELEASE.done its completion marker (written last; a root without
+# it is rebuilt), RELEASE.lock serialises builders (flock), RELEASE.log the last build log.
+debootstrap_cache_dir() {
+	printf '%s/debootstrap\n' "${PLINTH_TEST_CACHE:-/var/cache/plinth-tests}"
+}
+
+# debootstrap_cache RELEASE: make sure the cached minbase root of Debian RELEASE exists,
+# building it once (as root, from debian_mirror) under the lock, and print its path.
+debootstrap_cache() {
+	local release=$1 dir root
+	dir=$(debootstrap_cache_dir)
+	root=$dir/$release
+	if [ -f "$root.done" ] && [ -d "$root" ]; then
+		printf '%s\n' "$root"
+		return 0
+	fi
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "error: debootstrap of $release needs root (cache $root is not built)" >&2
+		return 1
+	fi
+	command -v debootstrap >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin
+	command -v debootstrap >/dev/null 2>&1 || {
+		echo "error: debootstrap not installed (Debian package debootstrap)" >&2
+		return 1
+	}
+	mkdir -p "$dir" || return 1
+	(
+		# set -e does not reach into a subshell on the left of ||: each step checks itself.
+		flock 9 || exit 1
+		# Someone else may have built it while we waited.
+		[ -f "$root.done" ] && [ -d "$root" ] && exit 0
+		local mirror start tmp rc
+		mirror=$(debian_mirror) || {
+			echo "error: no Debian source for this host's codename in /etc/apt/sources.list{,.d}" >&2
+			exit 1
+		}
+		tmp=$root.tmp
+		remove_tree "$tmp" || exit 1
+		step "debootstrap --variant=minbase $release from $mirror into $root (log: $root.log)"
+		start=$(date +%s)
+		rc=0
+		debootstrap --variant=minbase --arch=amd64 "$release" "$tmp" "$mirror" >"$root.log" 2>&1 || rc=$?
+		unmount_below "$tmp" # debootstrap unmounts proc and sys itself, unless it was killed
+		if [ "$rc" -ne 0 ]; then
+			echo "error: debootstrap $release failed (exit $rc); last lines of $root.log:" >&2
+			tail -n 20 "$root.log" >&2
+			remove_tree "$tmp"
+			exit 1
+		fi
+		remove_tree "$root" || exit 1 # a root without its marker is a stale partial one
+		mv "$tmp" "$root" || exit 1
+		{
+			echo "release=$release"
+			echo "mirror=$mirror"
+			echo "built=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+			echo "seconds=$(($(date +%s) - start))"
+			echo "size=$(du -sh "$root" | cut -f1)"
+			echo "debootstrap=$(dpkg-query -W -f='${Version}' debootstrap 2>/dev/null)"
+		} >"$root.done.tmp" || exit 1
+		mv "$root.done.tmp" "$root.done" || exit 1
+		echo "built $root: $(tr '\n' ' ' <"$root.done")" >&2
+	) 9>"$root.lock" || return 1
+	printf '%s\n' "$root"
+}
+
+# debootstrap_caches RELEASE...: debootstrap_cache for each RELEASE, all at once; fails
+# when any of them fails (each has printed why).
+debootstrap_caches() {
+	local r p rc=0 pids=()
+	for r in "$@"; do
+		debootstrap_cache "$r" >/dev/null &
+		pids+=("$!")
+	done
+	for p in "${pids[@]}"; do
+		wait "$p" || rc=1
+	done
+	return "$rc"
+}
+
+# unmount_below DIR: detach every mount at or below DIR, deepest first (a killed
+# debootstrap leaves proc, sys or a bind of /dev in its target).
+unmount_below() {
+	local m
+	findmnt -rn -o TARGET | awk -v d="$1" 'index($0, d "/") == 1 || $0 == d' | sort -r |
+		while IFS= read -r m; do umount -l "$m" || true; done
+}
+
+# remove_tree DIR: delete DIR (if it exists) after detaching the mounts below it, without
+# crossing into another filesystem.
+remove_tree() {
+	[ -e "$1" ] || return 0
+	unmount_below "$1"
+	rm -rf --one-file-system "$1"
+}

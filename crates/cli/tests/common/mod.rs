@@ -11,6 +11,10 @@
 //! tests against it, which is how the tests themselves are checked
 //! (`PLINTH_TEST_OCI_VERSION` changes the bundles' `ociVersion` for runtimes that refuse
 //! 1.2).
+//!
+//! For `plinth check` (check_exact.rs): `elf_probe` picks ELF files independently of
+//! plinth, `oracle` asks glibc's real loader about them, `debian` finds the cached
+//! debootstrap roots, and `check_report` reads and compares `plinth check`'s JSON.
 
 // Each test binary uses only part of this module.
 #![allow(dead_code)]
@@ -31,7 +35,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod bundle;
+pub mod check_report;
+pub mod debian;
+pub mod elf_probe;
 mod host;
+pub mod oracle;
 mod probe;
 
 pub use bundle::*;
