@@ -339,6 +339,16 @@ impl<'w> Session<'w> {
 
     /// `_dl_map_object` for dependency `name` of map `loader`.
     fn map_object(&mut self, loader: usize, name: &str) -> Result<usize, Stop> {
+        // musl's loader is its own libc and answers for it: a needed
+        // `libc.*`, `libpthread.*`, `librt.*`, `libm.*`, `libdl.*`,
+        // `libutil.*` or `libxnet.*` is the loader itself (musl's
+        // ldso/dynlink.c, load_library). Its libc.so has no soname.
+        if self.world.loader().flavor == Flavor::Musl && musl_reserved(name) {
+            let interp = &self.world.loader().interp;
+            if let Some(i) = self.maps.iter().position(|m| &m.l_name == interp) {
+                return Ok(i);
+            }
+        }
         for (i, m) in self.maps.iter_mut().enumerate() {
             if m.faked {
                 continue;
@@ -667,6 +677,15 @@ impl<'w> Session<'w> {
 }
 
 /// `_dl_map_object_from_fd`'s refusals of a new dependency.
+/// A name that musl's loader resolves to itself.
+fn musl_reserved(name: &str) -> bool {
+    const RESERVED: [&str; 7] = ["c.", "pthread.", "rt.", "m.", "dl.", "util.", "xnet."];
+    !name.contains('/')
+        && name
+            .strip_prefix("lib")
+            .is_some_and(|rest| RESERVED.iter().any(|r| rest.starts_with(r)))
+}
+
 fn map_error(obj: &Object) -> Option<String> {
     let info = obj.info.as_ref().ok()?;
     if info.load_misaligned {
@@ -689,4 +708,30 @@ fn map_error(obj: &Object) -> Option<String> {
         return Some("cannot dynamically load position-independent executable".into());
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn musl_reserved_names() {
+        for n in [
+            "libc.so",
+            "libc.musl-x86_64.so.1",
+            "libpthread.so.0",
+            "libm.so",
+            "libdl.so.2",
+        ] {
+            assert!(musl_reserved(n), "{n}");
+        }
+        for n in [
+            "libcrypto.so.3",
+            "libmagic.so.1",
+            "/lib/libc.so",
+            "libz.so.1",
+        ] {
+            assert!(!musl_reserved(n), "{n}");
+        }
+    }
 }
