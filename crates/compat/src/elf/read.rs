@@ -155,7 +155,8 @@ impl<'a> Image<'a> {
         self.loads
             .iter()
             .find(|l| addr >= l.vaddr && addr - l.vaddr < l.filesz)
-            .and_then(|l| usize::try_from(addr - l.vaddr + l.offset).ok())
+            .and_then(|l| (addr - l.vaddr).checked_add(l.offset))
+            .and_then(|o| usize::try_from(o).ok())
             .filter(|&o| o < self.data.len())
     }
 
@@ -295,8 +296,10 @@ fn read_dynamic(
     };
     let mut entries = Vec::new();
     for i in 0..count {
-        let at = start + i * entsize;
-        let (Some(tag), Some(val)) = (word(at), word(at + entsize / 2)) else {
+        // Offsets come from the file: checked, never wrapped.
+        let at = i.checked_mul(entsize).and_then(|o| start.checked_add(o));
+        let val_at = at.and_then(|a| a.checked_add(entsize / 2));
+        let (Some(tag), Some(val)) = (at.and_then(word), val_at.and_then(word)) else {
             return Err(ElfError::Truncated("dynamic section"));
         };
         if tag == DT_NULL {
@@ -362,6 +365,15 @@ fn read_dynamic(
 
 #[cfg(test)]
 mod tests {
+
+    /// Found by the `elf_reader` fuzz target: a PT_DYNAMIC whose offset is
+    /// near `u64::MAX` made the entry offsets overflow.
+    #[test]
+    fn huge_dynamic_offset_is_an_error_not_a_panic() {
+        let data = include_bytes!("../../testdata/fuzz-dynamic-offset-overflow.elf");
+        assert!(parse(data).is_err());
+    }
+
     use super::*;
 
     fn host_file(path: &str) -> Option<Vec<u8>> {
