@@ -81,12 +81,6 @@ mod tests {
 
     use super::*;
     use crate::seccomp::testing::*;
-    use crate::seccomp::Filter;
-
-    fn compile(json: serde_json::Value) -> Filter {
-        Filter::compile(&serde_json::from_value(json).expect("a valid linux.seccomp"))
-            .expect("the profile compiles")
-    }
 
     #[test]
     fn process_state_json_has_the_runtime_spec_fields() {

@@ -74,11 +74,6 @@ mod tests {
     use crate::seccomp::testing::*;
     use crate::seccomp::Filter;
 
-    fn compile(json: serde_json::Value) -> Filter {
-        Filter::compile(&serde_json::from_value(json).expect("a valid linux.seccomp"))
-            .expect("the profile compiles")
-    }
-
     // Real kernel: each test runs in a re-executed child.
 
     #[test]

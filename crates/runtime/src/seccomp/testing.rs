@@ -10,6 +10,12 @@ use nix::errno::Errno;
 
 use super::Filter;
 
+/// Compiles a `linux.seccomp` JSON value that the test knows to be valid.
+pub(crate) fn compile(json: serde_json::Value) -> Filter {
+    Filter::compile(&serde_json::from_value(json).expect("a valid linux.seccomp"))
+        .expect("the profile compiles")
+}
+
 /// `AUDIT_ARCH_X86_64`.
 pub(crate) const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 /// `AUDIT_ARCH_I386`.
