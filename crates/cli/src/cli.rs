@@ -231,7 +231,7 @@ pub struct ExecArgs {
     /// Allocate a pseudo-terminal.
     #[arg(short, long)]
     pub tty: bool,
-    /// UID[:GID] to run as.
+    /// The user to run as: UID or UID:GID.
     #[arg(short, long)]
     pub user: Option<String>,
     /// Additional group ids, repeatable.

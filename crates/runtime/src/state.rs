@@ -116,7 +116,7 @@ pub struct ContainerState {
     pub oci_version: String,
     /// The container id.
     pub id: String,
-    /// The status as of the last read (derived, see [`ContainerState::refresh`]).
+    /// The status as of the last read (derived from the live system, never stored).
     pub status: Status,
     /// The init's pid in the runtime's pid namespace.
     pub pid: i32,

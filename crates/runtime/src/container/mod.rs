@@ -2,7 +2,7 @@
 //!
 //! One file per verb, each a function over a [`RuntimeRoot`] and a
 //! container id. [`create`] and [`exec`] share the runtime's side of the
-//! fork protocol in [`spawn`]: place the first child in the cgroup, write
+//! fork protocol in `spawn`: place the first child in the cgroup, write
 //! the id maps, run the runtime-namespace hooks, forward the console and
 //! the seccomp listener, and collect the pid.
 
