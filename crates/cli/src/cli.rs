@@ -335,8 +335,8 @@ pub fn parse_size(s: &str) -> Result<i64, String> {
         "k" => 1024.0,
         "m" => 1024.0 * 1024.0,
         "g" => 1024.0 * 1024.0 * 1024.0,
-        "t" => 1024f64.powi(4),
-        "p" => 1024f64.powi(5),
+        "t" => (1u64 << 40) as f64,
+        "p" => (1u64 << 50) as f64,
         _ => return Err(format!("{s:?}: unknown unit (use k, m, g, t or p)")),
     };
     let v = n * mult;
