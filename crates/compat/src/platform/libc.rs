@@ -1,8 +1,10 @@
 //! Which C library a root has, read from the root's own files.
 //!
-//! glibc: the highest `GLIBC_2.x` version definition of the root's
-//! `libc.so.6` (found through the root's ld.so.cache, else in the usual
-//! directories). musl: an `ld-musl-*.so.1` loader in `/lib`, with the
+//! glibc: the release named in the root's `libc.so.6` ("... stable release
+//! version 2.31."), else its highest `GLIBC_2.x` version definition (which
+//! lags the release when a release adds no symbol version: 2.31 defines
+//! nothing newer than `GLIBC_2.30`). The file is found through the root's
+//! ld.so.cache, else in the usual directories. musl: an `ld-musl-*.so.1` loader in `/lib`, with the
 //! version string embedded in it when there is one. Nothing here looks at
 //! the host unless the root is `/`.
 
@@ -118,12 +120,27 @@ fn detect_glibc(root: &RootDir, cpu: &CpuFeatures) -> Option<LibcInfo> {
             .map(|(_, v)| v);
         return Some(LibcInfo {
             family: LibcFamily::Glibc,
-            version: best,
+            version: release_version(&bytes).or(best),
             path: Some(path.trim_start_matches('/').to_string()),
             loader: Some(crate::loader::GLIBC_X86_64_INTERP.to_string()),
         });
     }
     None
+}
+
+/// The version in glibc's banner, `... stable release version 2.31.`
+/// (what `gnu_get_libc_version` answers).
+fn release_version(bytes: &[u8]) -> Option<String> {
+    const MARK: &[u8] = b"release version ";
+    let at = bytes.windows(MARK.len()).position(|w| w == MARK)? + MARK.len();
+    let v: String = bytes[at..]
+        .iter()
+        .take(16)
+        .take_while(|b| b.is_ascii_digit() || **b == b'.')
+        .map(|b| *b as char)
+        .collect();
+    let v = v.trim_end_matches('.');
+    (v.contains('.') && !v.starts_with('.')).then(|| v.to_string())
 }
 
 fn detect_musl(root: &RootDir) -> Option<LibcInfo> {
@@ -185,6 +202,17 @@ mod tests {
         let root = RootDir::open(t.path()).unwrap();
         let info = LibcInfo::detect(&root, &CpuFeatures::detect());
         assert_eq!(info.family, LibcFamily::None);
+    }
+
+    #[test]
+    fn glibc_banner_version() {
+        assert_eq!(
+            release_version(
+                b"\0GNU C Library (Debian GLIBC 2.31-13+deb11u11) stable release version 2.31.\n"
+            ),
+            Some("2.31".into())
+        );
+        assert_eq!(release_version(b"no banner here"), None);
     }
 
     #[test]
