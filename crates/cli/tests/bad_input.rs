@@ -365,3 +365,23 @@ fn detached_terminal_without_console_socket_names_the_field() {
         "{out}"
     );
 }
+
+#[test]
+fn idmap_mounts_are_refused_naming_the_option() {
+    if !require_container_host() {
+        return;
+    }
+    let td = TestDir::exclusive("bad-idmap");
+    let src = td.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let bundle = td
+        .bundle()
+        .args(&["true"])
+        .set(
+            "/mounts/-",
+            json!({ "destination": "/mnt", "type": "bind", "source": src,
+                    "options": ["rbind", "idmap"] }),
+        )
+        .write();
+    fails_naming(&td, &bundle, &["mounts[7].options", "idmap"]);
+}

@@ -145,13 +145,23 @@ fn create_inner(
     )
     .map_err(|(f, m)| invalid(bundle, f, m))?;
     let linux = spec.linux().clone().unwrap_or_default();
-    // A bind source must exist now; say so before anything is made.
+    // What a mount asks for that cannot work is said before anything is
+    // made: an unsupported option, a bind source that does not exist.
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
-        let is_bind = m
-            .options()
-            .iter()
-            .flatten()
-            .any(|o| o == "bind" || o == "rbind");
+        let has = |names: &[&str]| {
+            m.options()
+                .iter()
+                .flatten()
+                .any(|o| names.contains(&o.as_str()))
+        };
+        if has(&["idmap", "ridmap"]) {
+            return Err(invalid(
+                bundle,
+                format!("mounts[{i}].options"),
+                "idmap mounts are not supported by plinth yet",
+            ));
+        }
+        let is_bind = has(&["bind", "rbind"]);
         if let (true, Some(src)) = (is_bind, m.source()) {
             let src = bundle.dir().join(src);
             if let Err(e) = std::fs::metadata(&src) {

@@ -30,6 +30,8 @@ pub(crate) struct MountOptions {
     pub recursive: MountAttr,
     pub data: Vec<String>,
     pub bind: bool,
+    /// `idmap`/`ridmap` was asked for (not supported yet).
+    pub idmap: bool,
 }
 
 impl Default for MountOptions {
@@ -40,6 +42,7 @@ impl Default for MountOptions {
             recursive: MountAttr::default(),
             data: Vec::new(),
             bind: false,
+            idmap: false,
         }
     }
 }
@@ -91,7 +94,11 @@ impl MountOptions {
                     continue;
                 }
                 // runc-specific hints that have no kernel meaning here.
-                "tmpcopyup" | "idmap" | "ridmap" | "defaults" => continue,
+                "tmpcopyup" | "defaults" => continue,
+                "idmap" | "ridmap" => {
+                    o.idmap = true;
+                    continue;
+                }
                 _ => {
                     if let Some((set, bit)) = MountAttr::from_recursive_option(opt) {
                         if set {
@@ -220,6 +227,13 @@ pub(crate) fn mount_one(ctx: &MountContext<'_>, index: usize, m: &Mount) -> Resu
     let err = |e: Errno| InitError::new(InitStage::Mount, object.clone(), e);
     let opts = MountOptions::parse(m.options().as_deref().unwrap_or(&[]));
     let typ = m.typ().as_deref().unwrap_or("none");
+    if opts.idmap {
+        return Err(InitError::reason(
+            InitStage::Mount,
+            object,
+            "idmap mounts are not supported by plinth yet",
+        ));
+    }
 
     if typ == "cgroup" || typ == "cgroup2" && !opts.bind {
         return mount_cgroup(ctx, index, m, &opts);
