@@ -8,8 +8,7 @@
 //! not mistaken for the container), the fifo and the freezer.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use nix::unistd::Pid;
@@ -173,13 +172,10 @@ impl ContainerState {
 
     /// Writes `state.json` atomically into `dir`.
     pub(crate) fn save(&self, dir: &Path) -> Result<(), Error> {
-        let tmp = dir.join(".state.json.tmp");
-        let path = dir.join(STATE_FILE);
-        let bytes = serde_json::to_vec(self).expect("state serialises");
         // The state directory lives on tmpfs (/run): the rename is what
         // makes the update atomic; there is nothing to sync.
-        fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+        let bytes = serde_json::to_vec(self).expect("state serialises");
+        write_atomic(&dir.join(STATE_FILE), &bytes)
     }
 
     /// Re-derives `status` from the live system.
@@ -284,11 +280,16 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// Writes `pid` to `path` atomically (runc's `--pid-file`).
 pub(crate) fn write_pid_file(path: &Path, pid: Pid) -> Result<(), Error> {
+    write_atomic(path, pid.to_string().as_bytes())
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory
+/// and a rename, so a reader sees the old content or the new, never a part.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    write!(f, "{pid}").map_err(|e| Error::io(&tmp, e))?;
+    fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
