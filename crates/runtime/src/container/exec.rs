@@ -17,7 +17,7 @@ use super::ExecOptions;
 use crate::bundle::check_process;
 use crate::error::Error;
 use crate::lsm::Labels;
-use crate::process::{channel::Message, ChildArgs, JoinNs, Mode as ChildMode};
+use crate::process::{ChildArgs, JoinNs, Mode as ChildMode};
 use crate::seccomp::Filter;
 use crate::state::{self, ContainerState, RuntimeRoot, Status};
 
@@ -131,43 +131,14 @@ pub fn exec(
         listener: None,
         container_state: oci,
     };
+    // Served until the process has exec'd; a terminal without
+    // --console-socket comes back here.
     let spawned = spawn(args, &mut parent, false)?;
-    // Serve the process until it execs (end-of-file) or fails.
-    let mut console = None;
-    loop {
-        match spawned.channel.recv() {
-            Ok(None) => break,
-            Ok(Some((Message::Failed(e), _))) => {
-                let _ = nix::sys::wait::waitpid(spawned.pid, None);
-                return Err(e.into());
-            }
-            Ok(Some((Message::ConsoleMaster, fd))) => {
-                if let Some(fd) = fd {
-                    match &opts.console_socket {
-                        Some(p) => crate::process::console::send_to_socket(p, &fd)?,
-                        None => console = Some(fd),
-                    }
-                }
-                spawned
-                    .channel
-                    .send(&Message::Continue, None)
-                    .map_err(|e| Error::sys("init channel", e))?;
-            }
-            Ok(Some((Message::SeccompListener, _))) => {
-                spawned
-                    .channel
-                    .send(&Message::Continue, None)
-                    .map_err(|e| Error::sys("init channel", e))?;
-            }
-            Ok(Some(_)) => {}
-            Err(e) => return Err(Error::sys("init channel", e)),
-        }
-    }
     if let Some(pf) = &opts.pid_file {
         state::write_pid_file(pf, spawned.pid)?;
     }
     match signals {
         None => Ok(0),
-        Some(sig) => super::wait::wait_forwarding(spawned.pid, &sig, console.as_ref()),
+        Some(sig) => super::wait::wait_forwarding(spawned.pid, &sig, spawned.console.as_ref()),
     }
 }

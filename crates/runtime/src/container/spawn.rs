@@ -40,9 +40,10 @@ pub(super) struct Spawned {
     pub console: Option<OwnedFd>,
 }
 
-/// Forks the first child with `args`, serves it until it reports `Ready`
-/// (create) or its pid (exec, `until_ready = false`), and returns. On
-/// error, every process that was started has been killed.
+/// Forks the first child with `args` and serves it until it reports
+/// `Ready` (create, `until_ready`) or, for exec, until the new process has
+/// exec'd (end-of-file after its pid). On error, every process that was
+/// started has been killed.
 pub(super) fn spawn(
     args: ChildArgs<'_>,
     parent: &mut Parent<'_>,
@@ -98,6 +99,11 @@ fn serve(
     loop {
         let msg = ch.recv().map_err(proto)?;
         let Some((msg, fd)) = msg else {
+            // The channel is close-on-exec: for exec, end-of-file once the
+            // pid is known means the program runs.
+            if !until_ready && pid.is_some() {
+                return Ok(console);
+            }
             return Err(Error::Unsupported(format!(
                 "the container's init exited before it was ready{}",
                 exit_detail(stage1)
@@ -133,9 +139,6 @@ fn serve(
                 }
                 parent.hook_state["pid"] = p.as_raw().into();
                 parent.container_state["pid"] = p.as_raw().into();
-                if !until_ready {
-                    return Ok(None);
-                }
             }
             Message::RunRuntimeHooks => {
                 if let Some(h) = parent.hooks {
