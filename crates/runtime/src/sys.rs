@@ -324,6 +324,58 @@ fn check_fd(r: libc::c_long) -> nix::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+
+/// A new filesystem context of type `fstype` (`fsopen(2)`, Linux 5.2).
+fn fs_open(fstype: &CStr) -> nix::Result<OwnedFd> {
+    // SAFETY: the name is a valid C string; fsopen returns a new fd.
+    check_fd(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })
+}
+
+/// Sets a string parameter of a filesystem context (`fsconfig(2)`).
+fn fs_set(fs: &OwnedFd, key: &CStr, value: &CStr) -> nix::Result<()> {
+    // SAFETY: key and value are valid C strings for the call.
+    Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_SET_STRING,
+            key.as_ptr(),
+            value.as_ptr(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// Creates the superblock of a configured context and returns a detached
+/// mount of it with `attrs` (`FSCONFIG_CMD_CREATE`, then `fsmount(2)`).
+fn fs_mount(fs: &OwnedFd, attrs: u64) -> nix::Result<OwnedFd> {
+    // SAFETY: plain syscall on our fs context.
+    Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })?;
+    // SAFETY: plain syscall; returns a new fd of the detached mount.
+    check_fd(unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            attrs as libc::c_uint,
+        )
+    })
+}
+
 /// Re-executes the current program from a detached, read-only overlayfs
 /// whose only layer is the directory of its executable: no copy is made,
 /// and the file that `/proc/PID/exe` then names cannot be opened for
@@ -332,10 +384,6 @@ fn check_fd(r: libc::c_long) -> nix::Result<OwnedFd> {
 /// only on failure.
 pub(crate) fn reexec_from_readonly_overlay(argv: &[CString], envp: &[CString]) -> nix::Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    const FSOPEN_CLOEXEC: libc::c_uint = 1;
-    const FSCONFIG_SET_STRING: libc::c_uint = 1;
-    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 
     let exe = std::fs::read_link("/proc/self/exe").map_err(io_errno)?;
     let (Some(dir), Some(name)) = (exe.parent(), exe.file_name()) else {
@@ -343,72 +391,18 @@ pub(crate) fn reexec_from_readonly_overlay(argv: &[CString], envp: &[CString]) -
     };
     let dir = CString::new(dir.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
     let name = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: the name is a valid C string; fsopen returns a new fd.
-    let fs =
-        check_fd(unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) })?;
-    let set = |key: &CStr, value: &CStr| {
-        // SAFETY: key and value are valid C strings for the call.
-        Errno::result(unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fs.as_raw_fd(),
-                FSCONFIG_SET_STRING,
-                key.as_ptr(),
-                value.as_ptr(),
-                0,
-            )
-        })
-        .map(drop)
-    };
     // Without an upper layer overlayfs needs two lower ones that do not
     // overlap: the executable's directory over an empty, detached tmpfs.
-    // SAFETY: the name is a valid C string; fsopen returns a new fd.
-    let tmp =
-        check_fd(unsafe { libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), FSOPEN_CLOEXEC) })?;
-    // SAFETY: plain syscall on our fs context.
-    Errno::result(unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            tmp.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<libc::c_char>(),
-            std::ptr::null::<libc::c_void>(),
-            0,
-        )
-    })?;
-    // SAFETY: plain syscall; returns a new fd of the detached mount.
-    let empty = check_fd(unsafe {
-        libc::syscall(
-            libc::SYS_fsmount,
-            tmp.as_raw_fd(),
-            FSMOUNT_CLOEXEC,
-            MOUNT_ATTR_RDONLY as libc::c_uint,
-        )
-    })?;
+    let empty = fs_mount(&fs_open(c"tmpfs")?, MOUNT_ATTR_RDONLY)?;
     let mut lower = dir.as_bytes().to_vec();
     lower.extend_from_slice(format!(":/proc/self/fd/{}", empty.as_raw_fd()).as_bytes());
     let lower = CString::new(lower).map_err(|_| Errno::EINVAL)?;
-    set(c"lowerdir", &lower)?;
-    // SAFETY: plain syscall on our fs context.
-    Errno::result(unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<libc::c_char>(),
-            std::ptr::null::<libc::c_void>(),
-            0,
-        )
-    })?;
-    // SAFETY: plain syscall; returns a new fd of the detached mount.
-    let mnt = check_fd(unsafe {
-        libc::syscall(
-            libc::SYS_fsmount,
-            fs.as_raw_fd(),
-            FSMOUNT_CLOEXEC,
-            (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID) as libc::c_uint,
-        )
-    })?;
+    let overlay = fs_open(c"overlay")?;
+    fs_set(&overlay, c"lowerdir", &lower)?;
+    let mnt = fs_mount(
+        &overlay,
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID,
+    )?;
     let file = nix::fcntl::openat(
         &mnt,
         name.as_c_str(),
