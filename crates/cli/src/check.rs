@@ -4,20 +4,112 @@
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use plinth_compat::{render, CheckBuilder, Progress};
+use plinth_compat::platform::KernelInfo;
+use plinth_compat::syscalls::seccomp::SeccompProfile;
+use plinth_compat::syscalls::Arch;
+use plinth_compat::{render, CheckBuilder, Progress, Report};
 
-use crate::cli::{CheckArgs, CheckFormat};
+use crate::cli::{CheckArgs, CheckFormat, SeccompArgs};
 
 /// Runs the check; exit status 0 even when files fail (the report says
 /// so), 1 only when the check itself cannot run.
 pub fn run(args: &CheckArgs) -> Result<i32> {
-    let mut builder = CheckBuilder::new(&args.path);
-    if let Some(onto) = &args.onto {
+    let mut builder = CheckBuilder::new(&args.path).syscalls(args.syscalls);
+    if let Some(v) = &args.kernel {
+        let k = KernelInfo::as_release(v);
+        if k.version.0 == 0 {
+            bail!("--kernel {v}: not a kernel release (like 4.19 or 6.1.0)");
+        }
+        builder = builder.kernel(k);
+    }
+    let report = run_check(builder, args.onto.as_deref(), &args.binary)?;
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        CheckFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
+        CheckFormat::Html => out.write_all(render::report_html(&report).as_bytes())?,
+        CheckFormat::Text => {
+            let color = std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            out.write_all(render::report_text(&report, color).as_bytes())?
+        }
+    }
+    Ok(0)
+}
+
+/// `plinth seccomp`: the union of what the named programs (or every file)
+/// can call, as a profile.
+pub fn seccomp(args: &SeccompArgs) -> Result<i32> {
+    let builder = CheckBuilder::new(&args.path).syscalls(true);
+    let report = run_check(builder, args.onto.as_deref(), &args.binary)?;
+    let mut names = std::collections::BTreeSet::new();
+    let mut unresolved = 0;
+    for f in &report.files {
+        match &f.syscalls {
+            Some(s) => names.extend(s.iter().cloned()),
+            None if !args.binary.is_empty() => bail!(
+                "{}: not an x86-64 ELF program; the system calls it makes cannot be found",
+                args.path.join(&f.path).display()
+            ),
+            None => continue,
+        }
+        unresolved += f.unresolved_syscall_sites.unwrap_or(0);
+        if f.problems.iter().any(|p| {
+            matches!(
+                p.kind,
+                plinth_compat::ProblemKind::MissingLibrary
+                    | plinth_compat::ProblemKind::MalformedElf
+            )
+        }) && !args.binary.is_empty()
+        {
+            eprintln!(
+                "warning: {}: it does not load here ({}); libraries it cannot load are not in the profile",
+                f.path, f.problems[0].detail
+            );
+        }
+    }
+    if names.is_empty() {
+        bail!(
+            "{}: no x86-64 ELF program found; nothing to allow",
+            args.path.display()
+        );
+    }
+    let profile = SeccompProfile::allowing(&names, Arch::X86_64);
+    let text = serde_json::to_string_pretty(&profile)? + "\n";
+    if args.output.as_os_str() == "-" {
+        std::io::stdout().lock().write_all(text.as_bytes())?;
+    } else {
+        let tmp = args.output.with_extension("json.tmp");
+        std::fs::write(&tmp, &text).with_context(|| tmp.display().to_string())?;
+        std::fs::rename(&tmp, &args.output).with_context(|| args.output.display().to_string())?;
+    }
+    eprintln!(
+        "{}: {} system calls allowed ({} found in {} file{}{}), everything else ENOSYS",
+        args.output.display(),
+        profile.len(),
+        names.len(),
+        report.files.iter().filter(|f| f.syscalls.is_some()).count(),
+        if report.files.len() == 1 { "" } else { "s" },
+        if unresolved > 0 {
+            format!("; warning: {unresolved} call sites with unknown numbers")
+        } else {
+            String::new()
+        }
+    );
+    Ok(0)
+}
+
+/// Runs a check with a progress bar on a terminal.
+fn run_check(
+    mut builder: CheckBuilder,
+    onto: Option<&std::path::Path>,
+    binary: &[String],
+) -> Result<Report> {
+    if let Some(onto) = onto {
         builder = builder.onto(onto);
     }
-    for b in &args.binary {
+    for b in binary {
         builder = builder.binary(b.clone());
     }
     let bar = if std::io::stderr().is_terminal() {
@@ -62,15 +154,5 @@ pub fn run(args: &CheckArgs) -> Result<i32> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let mut out = std::io::stdout().lock();
-    match args.format {
-        CheckFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
-        CheckFormat::Html => out.write_all(render::report_html(&report).as_bytes())?,
-        CheckFormat::Text => {
-            let color = std::io::stdout().is_terminal()
-                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-            out.write_all(render::report_text(&report, color).as_bytes())?
-        }
-    }
-    Ok(0)
+    Ok(report)
 }

@@ -176,6 +176,9 @@ pub enum Command {
     /// Check that the ELF files and scripts of a root directory load on a
     /// platform, as glibc's dynamic loader would decide.
     Check(CheckArgs),
+    /// Write a least-privilege seccomp profile (the `linux.seccomp` object
+    /// of config.json) allowing the system calls a root's programs can make.
+    Seccomp(SeccompArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -209,9 +212,33 @@ pub struct CheckArgs {
     /// is still analysed.
     #[arg(long, value_name = "REL")]
     pub binary: Vec<String>,
+    /// Also find the system calls each file can make and judge them
+    /// against the kernel.
+    #[arg(long)]
+    pub syscalls: bool,
+    /// Judge against this kernel release (`4.19`) instead of the running
+    /// one.
+    #[arg(long, value_name = "VERSION")]
+    pub kernel: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: CheckFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct SeccompArgs {
+    /// The root directory whose programs the profile is for.
+    pub path: PathBuf,
+    /// Allow what this program can call (relative to PATH); repeatable.
+    /// Without it, every ELF file of the root.
+    #[arg(long, value_name = "REL")]
+    pub binary: Vec<String>,
+    /// Resolve libraries in this platform root instead of PATH's own.
+    #[arg(long, value_name = "ROOT")]
+    pub onto: Option<PathBuf>,
+    /// Where to write the profile (`-` for standard output).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -91,6 +91,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::Platform(args) => crate::platform::run(g, &args),
         Command::Check(args) => crate::check::run(&args),
+        Command::Seccomp(args) => crate::check::seccomp(&args),
         Command::Completion { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();

@@ -54,6 +54,7 @@ pub mod render;
 pub mod resolve;
 mod root;
 mod sys;
+pub mod syscalls;
 
 pub use check::{
     Cause, Check, CheckBuilder, CheckError, FileReport, Problem, ProblemKind, Progress, Report,

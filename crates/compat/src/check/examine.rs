@@ -8,6 +8,7 @@ use super::report::{FileReport, Problem, ProblemKind};
 use crate::elf::{machine_name, ElfClass, EM_X86_64};
 use crate::platform::Platform;
 use crate::resolve::{read_object, resolve_closure, LoadProblem, Object, RootSel, World};
+use crate::syscalls::program::{Member, ProgramCalls};
 
 /// What a check shares with every file.
 pub(super) struct Context<'a> {
@@ -94,7 +95,9 @@ fn read_opened(ctx: &Context<'_>, rel: &str, file: std::fs::File) -> Read {
     }
     if is_elf {
         let id = (meta.dev(), meta.ino());
-        let obj = ctx.world.object(id, || read_object(&file, meta.len()));
+        let obj = ctx.world.object(id, || {
+            read_object(&file, meta.len(), ctx.world.analyses_code())
+        });
         return Read::Elf {
             rel: rel.to_string(),
             obj,
@@ -261,8 +264,15 @@ fn judge_elf(ctx: &Context<'_>, rel: String, obj: Arc<Object>) -> Option<FileRep
         }
     };
     isa(&rel, &obj, &mut problems);
-    if info.is_dynamic() {
-        let closure = resolve_closure(ctx.world, &format!("/{rel}"), obj.clone());
+    let closure = info
+        .is_dynamic()
+        .then(|| resolve_closure(ctx.world, &format!("/{rel}"), obj.clone()));
+    let calls = ctx
+        .world
+        .analyses_code()
+        .then(|| program_calls(&rel, &obj, closure.as_ref()))
+        .flatten();
+    if let Some(closure) = closure {
         for (path, lib) in &closure.loaded {
             isa(path, lib, &mut problems);
         }
@@ -270,7 +280,56 @@ fn judge_elf(ctx: &Context<'_>, rel: String, obj: Arc<Object>) -> Option<FileRep
             problems.push(load_problem(&rel, p));
         }
     }
-    Some(FileReport::new(rel, problems))
+    let Some((calls, host_files)) = calls else {
+        return Some(FileReport::new(rel, problems));
+    };
+    problems.extend(crate::syscalls::judge::judge(
+        &calls,
+        &host_files,
+        &ctx.platform.kernel,
+    ));
+    let mut report = FileReport::new(rel, problems);
+    report.syscalls = Some(calls.set.names());
+    report.unresolved_syscall_sites = Some(calls.unresolved.len());
+    Some(report)
+}
+
+/// The system calls running `rel` can make, and the host-wide files it
+/// names; `None` when its code is not analysed (another architecture).
+fn program_calls(
+    rel: &str,
+    obj: &Object,
+    closure: Option<&crate::resolve::Closure>,
+) -> Option<(ProgramCalls, Vec<usize>)> {
+    let code = obj.code.as_ref()?;
+    let mut members = vec![Member {
+        path: rel,
+        code: &code.summary,
+    }];
+    let mut interp = None;
+    if let Some(c) = closure {
+        for (path, lib) in &c.loaded {
+            if let Some(l) = &lib.code {
+                members.push(Member {
+                    path,
+                    code: &l.summary,
+                });
+            }
+        }
+        if let Some((path, o)) = &c.interp {
+            if let Some(l) = &o.code {
+                interp = Some(members.len());
+                members.push(Member {
+                    path,
+                    code: &l.summary,
+                });
+            }
+        }
+    }
+    Some((
+        crate::syscalls::program::program_calls(&members, interp),
+        code.host_files.clone(),
+    ))
 }
 
 /// A loader problem as a report problem, attributed to the checked file.

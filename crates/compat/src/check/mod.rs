@@ -83,6 +83,7 @@ struct Config {
     binaries: Vec<String>,
     progress: Option<ProgressFn>,
     kernel: Option<KernelInfo>,
+    syscalls: bool,
 }
 
 /// Builds a [`Check`].
@@ -100,6 +101,7 @@ impl CheckBuilder {
                 binaries: Vec::new(),
                 progress: None,
                 kernel: None,
+                syscalls: false,
             },
         }
     }
@@ -125,6 +127,13 @@ impl CheckBuilder {
     /// Judge against these kernel facts instead of the running kernel's.
     pub fn kernel(mut self, kernel: KernelInfo) -> CheckBuilder {
         self.config.kernel = Some(kernel);
+        self
+    }
+
+    /// Also find every system call each file can make, and judge them
+    /// (`--syscalls`).
+    pub fn syscalls(mut self, on: bool) -> CheckBuilder {
+        self.config.syscalls = on;
         self
     }
 
@@ -166,7 +175,10 @@ impl Check {
         let kernel = c.kernel.clone().unwrap_or_else(KernelInfo::detect);
         let features = crate::platform::CpuFeatures::detect();
         let platform = Platform::detect_in(libs.as_ref().unwrap_or(&tree), kernel, features);
-        let world = World::new(tree, libs, platform.loader().clone());
+        let mut world = World::new(tree, libs, platform.loader().clone());
+        if c.syscalls {
+            world = world.with_code_analysis();
+        }
         let progress = |p: Progress| {
             if let Some(f) = &c.progress {
                 f(p)

@@ -42,6 +42,16 @@ pub enum ProblemKind {
     Unreadable,
     /// The file is not a valid ELF file, or the loader would refuse it.
     MalformedElf,
+    /// The program can make a system call the platform's kernel predates.
+    KernelLacksSyscall,
+    /// The program can make a system call the kernel was built without.
+    KernelConfigLacksSyscall,
+    /// The program can make a system call, or reads a file, that shows or
+    /// changes host-wide state no namespace isolates.
+    NotContainerised,
+    /// A system call site whose number could not be resolved: the calls
+    /// listed may be incomplete.
+    UnresolvedSyscallSite,
 }
 
 impl ProblemKind {
@@ -52,6 +62,8 @@ impl ProblemKind {
             ProblemKind::WeakSymbolVersion
                 | ProblemKind::NoVersionInformation
                 | ProblemKind::Unreadable
+                | ProblemKind::NotContainerised
+                | ProblemKind::UnresolvedSyscallSite
         )
     }
 
@@ -68,6 +80,10 @@ impl ProblemKind {
             ProblemKind::IsaLevel => "isa-level",
             ProblemKind::Unreadable => "unreadable",
             ProblemKind::MalformedElf => "malformed-elf",
+            ProblemKind::KernelLacksSyscall => "kernel-lacks-syscall",
+            ProblemKind::KernelConfigLacksSyscall => "kernel-config-lacks-syscall",
+            ProblemKind::NotContainerised => "not-containerised",
+            ProblemKind::UnresolvedSyscallSite => "unresolved-syscall-site",
         }
     }
 }
@@ -122,6 +138,14 @@ pub struct FileReport {
     pub verdict: Verdict,
     /// Its problems (those of the libraries it loads included).
     pub problems: Vec<Problem>,
+    /// With `--syscalls`: every system call running it can make (its own,
+    /// its interpreter's and its libraries'), by name, sorted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscalls: Option<Vec<String>>,
+    /// With `--syscalls`: how many sites in its closure have a number that
+    /// could not be resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unresolved_syscall_sites: Option<usize>,
 }
 
 impl FileReport {
@@ -139,6 +163,8 @@ impl FileReport {
             path,
             verdict,
             problems,
+            syscalls: None,
+            unresolved_syscall_sites: None,
         }
     }
 }
@@ -281,6 +307,22 @@ fn cause_sentence(kind: ProblemKind, subject: &str, n: usize, glibc: &str, p: &P
         }
         ProblemKind::Unreadable => format!("{files} could not be read ({subject})"),
         ProblemKind::MalformedElf => format!("{files}: {subject}"),
+        ProblemKind::KernelLacksSyscall => format!(
+            "{files} can call {subject}; the platform's kernel is {}",
+            p.kernel.release
+        ),
+        ProblemKind::KernelConfigLacksSyscall => {
+            format!("{files} can call {subject}, which the kernel is built without")
+        }
+        ProblemKind::NotContainerised if subject.starts_with('/') => {
+            format!("{files} read {subject}, which shows the host, not the container")
+        }
+        ProblemKind::NotContainerised => {
+            format!("{files} can call {subject}, which namespaces do not isolate")
+        }
+        ProblemKind::UnresolvedSyscallSite => {
+            format!("{files} have system call sites whose number could not be resolved")
+        }
     }
 }
 

@@ -3,7 +3,12 @@
 //! Always the host's (a root directory carries no kernel): `/proc/sys/
 //! kernel/osrelease`, the namespace types under `/proc/self/ns`, overlayfs
 //! in `/proc/filesystems`, seccomp in `/proc/self/status`, and the cgroup
-//! layout from `/proc/self/mountinfo`.
+//! layout from `/proc/self/mountinfo`. The build configuration, where the
+//! kernel exposes it (`/proc/config.gz`, else `/boot/config-RELEASE`), says
+//! which optional system calls exist.
+
+use std::collections::BTreeSet;
+use std::io::Read;
 
 use serde::Serialize;
 
@@ -23,6 +28,11 @@ pub struct KernelInfo {
     pub seccomp: bool,
     /// `v2`, `v1`, `hybrid` or `none`.
     pub cgroup: String,
+    /// Where the build configuration was read from, if it could be.
+    pub config_source: Option<String>,
+    /// The options built in or as modules (`IO_URING`, without `CONFIG_`).
+    #[serde(skip)]
+    pub config: Option<BTreeSet<String>>,
 }
 
 impl KernelInfo {
@@ -51,6 +61,10 @@ impl KernelInfo {
             .unwrap_or(false);
         let cgroup =
             cgroup_layout(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
+        let (config_source, config) = match read_config(&release) {
+            Some((source, set)) => (Some(source), Some(set)),
+            None => (None, None),
+        };
         KernelInfo {
             version: parse_release(&release),
             release,
@@ -58,8 +72,57 @@ impl KernelInfo {
             overlayfs,
             seccomp,
             cgroup,
+            config_source,
+            config,
         }
     }
+
+    /// This host's kernel facts, but judged as release `release` (for
+    /// `--kernel 4.19`): the build configuration is then unknown.
+    pub fn as_release(release: &str) -> KernelInfo {
+        let mut k = KernelInfo::detect();
+        k.release = release.to_string();
+        k.version = parse_release(release);
+        k.config = None;
+        k.config_source = None;
+        k
+    }
+
+    /// Whether the build configuration is known and lacks `option`
+    /// (without `CONFIG_`).
+    pub fn lacks_option(&self, option: &str) -> bool {
+        self.config.as_ref().is_some_and(|c| !c.contains(option))
+    }
+}
+
+/// The enabled options of the running kernel's build configuration.
+fn read_config(release: &str) -> Option<(String, BTreeSet<String>)> {
+    let mut text = String::new();
+    let gz = "/proc/config.gz";
+    let source = match std::fs::File::open(gz) {
+        Ok(f) => {
+            flate2::read::GzDecoder::new(f)
+                .read_to_string(&mut text)
+                .ok()?;
+            gz.to_string()
+        }
+        Err(_) => {
+            let path = format!("/boot/config-{release}");
+            text = std::fs::read_to_string(&path).ok()?;
+            path
+        }
+    };
+    Some((source, parse_config(&text)))
+}
+
+/// `CONFIG_X=y` and `CONFIG_X=m` lines, as `X`.
+fn parse_config(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| {
+            let (name, value) = l.strip_prefix("CONFIG_")?.split_once('=')?;
+            (value == "y" || value == "m").then(|| name.to_string())
+        })
+        .collect()
 }
 
 /// `6.1.0-18-amd64` → (6, 1, 0).
@@ -114,6 +177,14 @@ mod tests {
         let hybrid = format!("{v2}31 1 0:27 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n");
         assert_eq!(cgroup_layout(&hybrid), "hybrid");
         assert_eq!(cgroup_layout(""), "none");
+    }
+
+    #[test]
+    fn configs() {
+        let c = parse_config(
+            "# comment\nCONFIG_NET=y\nCONFIG_AIO=m\n# CONFIG_IO_URING is not set\nCONFIG_HZ=250\n",
+        );
+        assert_eq!(c.into_iter().collect::<Vec<_>>(), ["AIO", "NET"]);
     }
 
     #[test]

@@ -210,6 +210,8 @@ pub struct Closure {
     /// The objects loaded besides the file and the loader itself, with
     /// their paths (relative to their root).
     pub loaded: Vec<(String, Arc<Object>)>,
+    /// The program interpreter, as loaded.
+    pub interp: Option<(String, Arc<Object>)>,
 }
 
 /// Loads `path` (in the tree, already parsed as `obj`) with its closure.
@@ -239,6 +241,7 @@ pub fn resolve_closure(world: &World, path: &str, obj: Arc<Object>) -> Closure {
         reserved: true,
     });
     s.add_rtld(&interp);
+    let rtld = s.maps.get(1).map(|m| (m.display(), m.obj.clone()));
     if s.load_deps().is_ok() {
         let _ = s.check_versions();
     }
@@ -252,6 +255,7 @@ pub fn resolve_closure(world: &World, path: &str, obj: Arc<Object>) -> Closure {
     Closure {
         problems: s.problems,
         loaded,
+        interp: rtld.and_then(|(path, obj)| Some((path, obj?))),
     }
 }
 

@@ -38,6 +38,8 @@ pub struct Object {
     pub info: Result<ElfInfo, ElfError>,
     /// The file size.
     pub len: u64,
+    /// Its code, analysed for system calls (only when the world asks).
+    pub(crate) code: Option<crate::syscalls::CodeFacts>,
 }
 
 /// What the loader makes of one candidate path.
@@ -103,6 +105,7 @@ pub struct World {
     loader: Loader,
     objects: Sharded<(u64, u64), Arc<OnceLock<Arc<Object>>>>,
     probes: Sharded<(RootSel, String), Probe>,
+    analyse_code: bool,
 }
 
 impl World {
@@ -115,7 +118,19 @@ impl World {
             loader,
             objects: Sharded::new(),
             probes: Sharded::new(),
+            analyse_code: false,
         }
+    }
+
+    /// Analyse the code of every object read, for system calls.
+    pub fn with_code_analysis(mut self) -> World {
+        self.analyse_code = true;
+        self
+    }
+
+    /// Whether objects are read with their code analysed.
+    pub fn analyses_code(&self) -> bool {
+        self.analyse_code
     }
 
     /// The root a selector names.
@@ -171,7 +186,9 @@ impl World {
             return Probe::Fatal("not a regular file".into());
         }
         let id = (meta.dev(), meta.ino());
-        let obj = self.object(id, || read_object(&opened.file, meta.len()));
+        let obj = self.object(id, || {
+            read_object(&opened.file, meta.len(), self.analyse_code)
+        });
         match loader_verdict(&obj) {
             Verdict::Accept => Probe::Found { id, obj },
             Verdict::Skip => Probe::Skip(libc::ENOENT),
@@ -181,11 +198,12 @@ impl World {
 }
 
 /// Reads and parses an open file (memory-mapped).
-pub fn read_object(file: &std::fs::File, len: u64) -> Object {
+pub fn read_object(file: &std::fs::File, len: u64, analyse_code: bool) -> Object {
     if len == 0 {
         return Object {
             info: Err(ElfError::NotElf),
             len,
+            code: None,
         };
     }
     // SAFETY: the map is read-only and private; a file truncated under us
@@ -193,11 +211,17 @@ pub fn read_object(file: &std::fs::File, len: u64) -> Object {
     // loader itself does).
     #[allow(unsafe_code)]
     let map = unsafe { memmap2::Mmap::map(file) };
-    let info = match map {
-        Ok(m) => elf::parse(&m),
-        Err(e) => Err(ElfError::Malformed(format!("cannot map: {e}"))),
+    let (info, code) = match map {
+        Ok(m) => {
+            let info = elf::parse(&m);
+            let code = (analyse_code && info.is_ok())
+                .then(|| crate::syscalls::analyse(&m))
+                .flatten();
+            (info, code)
+        }
+        Err(e) => (Err(ElfError::Malformed(format!("cannot map: {e}"))), None),
     };
-    Object { info, len }
+    Object { info, len, code }
 }
 
 enum Verdict {
