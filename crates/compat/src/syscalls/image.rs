@@ -104,6 +104,11 @@ impl<'a> Image<'a> {
             img.read_dynamic(endian, dynamic);
         }
         if let Ok(sections) = header.sections(endian, data) {
+            if let Some((_, sec)) = sections.section_by_name(endian, b".gopclntab") {
+                if let Ok(bytes) = sec.data(endian, data) {
+                    img.read_gopclntab(bytes);
+                }
+            }
             img.read_symbols(endian, &sections);
             img.read_relocations(endian, &sections);
         }
@@ -175,6 +180,33 @@ impl<'a> Image<'a> {
         for entry in table.chunks_exact(8).take(count) {
             let rel = i32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]);
             self.starts.push(hdr_addr.wrapping_add(rel as i64 as u64));
+        }
+    }
+
+    /// Function starts from Go's function table (`.gopclntab`, Go 1.18 and
+    /// later), which stripped Go binaries keep: the runtime needs it.
+    fn read_gopclntab(&mut self, b: &[u8]) {
+        let word = |off: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(b.get(off..off + 8)?.try_into().ok()?))
+        };
+        let magic = b
+            .get(..4)
+            .map(|m| u32::from_le_bytes([m[0], m[1], m[2], m[3]]));
+        // 0xfffffff0: Go 1.18 and 1.19; 0xfffffff1: Go 1.20 and later.
+        if !matches!(magic, Some(0xffff_fff0 | 0xffff_fff1)) || b.get(7) != Some(&8) {
+            return;
+        }
+        let (Some(nfunc), Some(text), Some(functab)) = (word(8), word(24), word(64)) else {
+            return;
+        };
+        let Ok(functab) = usize::try_from(functab) else {
+            return;
+        };
+        for i in 0..nfunc.min(1 << 22) as usize {
+            let off = functab + 8 * i;
+            let Some(e) = b.get(off..off + 4) else { return };
+            let entry = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+            self.starts.push(text.wrapping_add(entry as u64));
         }
     }
 

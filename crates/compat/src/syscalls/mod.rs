@@ -147,3 +147,294 @@ pub(crate) fn analyse(data: &[u8]) -> Option<CodeFacts> {
         host_files,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! Programs built with `cc` at test time, analysed whole.
+    use std::path::Path;
+    use std::process::Command;
+
+    use crate::{CheckBuilder, FileReport, ProblemKind};
+
+    fn have_cc() -> bool {
+        let ok = Command::new("cc").arg("--version").output().is_ok();
+        if !ok {
+            eprintln!("skipping: no cc");
+        }
+        ok
+    }
+
+    fn build(dir: &Path, name: &str, src: &str, flags: &[&str]) {
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        let c = dir.join(format!("{name}.c"));
+        std::fs::write(&c, src).unwrap();
+        let out = Command::new("cc")
+            .args(flags)
+            .arg("-O2")
+            .arg("-o")
+            .arg(dir.join("bin").join(name))
+            .arg(&c)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn analyse(dir: &Path, name: &str) -> FileReport {
+        let report = CheckBuilder::new(dir)
+            .onto("/")
+            .syscalls(true)
+            .binary(format!("bin/{name}"))
+            .build()
+            .unwrap()
+            .run()
+            .unwrap();
+        report.files[0].clone()
+    }
+
+    fn has(f: &FileReport, name: &str) -> bool {
+        f.syscalls.as_ref().unwrap().iter().any(|n| n == name)
+    }
+
+    #[test]
+    fn raw_sites_wrappers_and_the_syscall_function() {
+        if !have_cc() {
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        // An inline `syscall` with a constant number (getppid = 110),
+        // libc's generic syscall() with a constant (gettid), and a plain
+        // wrapper (sched_yield).
+        build(
+            d,
+            "app",
+            r#"
+            #include <sched.h>
+            #include <sys/syscall.h>
+            #include <unistd.h>
+            static long raw(void) {
+                long r;
+                __asm__ volatile ("syscall" : "=a"(r) : "0"(110L) : "rcx", "r11", "memory");
+                return r;
+            }
+            int main(void) {
+                sched_yield();
+                return (int)(raw() + syscall(SYS_gettid));
+            }
+            "#,
+            &[],
+        );
+        let f = analyse(d, "app");
+        for name in ["getppid", "gettid", "sched_yield", "exit_group"] {
+            assert!(has(&f, name), "{name} missing: {:?}", f.syscalls);
+        }
+        // What a process always does at start: the loader's and libc's.
+        for name in ["mmap", "arch_prctl", "set_tid_address", "brk"] {
+            assert!(has(&f, name), "{name} missing: {:?}", f.syscalls);
+        }
+        // Nothing that neither the program nor what it reaches in libc
+        // can do.
+        for name in ["mount", "ptrace", "bpf", "kexec_load", "io_uring_setup"] {
+            assert!(!has(&f, name), "{name} predicted: {:?}", f.syscalls);
+        }
+    }
+
+    #[test]
+    fn an_unknown_number_is_reported_not_dropped() {
+        if !have_cc() {
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        // The number comes from the command line: no analysis can know it.
+        build(
+            d,
+            "dyn",
+            r#"
+            #include <stdlib.h>
+            int main(int argc, char **argv) {
+                long n = argc > 1 ? atol(argv[1]) : 39, r;
+                __asm__ volatile ("syscall" : "=a"(r) : "0"(n) : "rcx", "r11", "memory");
+                return (int)r;
+            }
+            "#,
+            &[],
+        );
+        let f = analyse(d, "dyn");
+        assert!(f.unresolved_syscall_sites.unwrap() >= 1, "{f:?}");
+        let p = f
+            .problems
+            .iter()
+            .find(|p| p.kind == ProblemKind::UnresolvedSyscallSite)
+            .expect("an unresolved-syscall-site problem");
+        assert!(p.detail.contains("bin/dyn at 0x"), "{}", p.detail);
+    }
+
+    #[test]
+    fn static_binaries_and_the_kernel_they_need() {
+        if !have_cc() {
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        build(
+            d,
+            "st",
+            r#"
+            #include <pthread.h>
+            #include <stdio.h>
+            #include <sys/sysinfo.h>
+            static void *run(void *a) { return a; }
+            int main(void) {
+                struct sysinfo si;
+                pthread_t t;
+                sysinfo(&si);
+                pthread_create(&t, 0, run, 0);
+                pthread_join(t, 0);
+                FILE *f = fopen("/proc/meminfo", "r");
+                return f == 0;
+            }
+            "#,
+            &["-static", "-pthread"],
+        );
+        let f = analyse(d, "st");
+        for name in ["clone3", "clone", "sysinfo", "openat", "futex"] {
+            assert!(has(&f, name), "{name} missing: {:?}", f.syscalls);
+        }
+        let kinds: Vec<(ProblemKind, &str)> = f
+            .problems
+            .iter()
+            .map(|p| (p.kind, p.subject.as_str()))
+            .collect();
+        assert!(
+            kinds.contains(&(ProblemKind::NotContainerised, "sysinfo")),
+            "{kinds:?}"
+        );
+        assert!(
+            kinds.contains(&(ProblemKind::NotContainerised, "/proc/meminfo")),
+            "{kinds:?}"
+        );
+        // On this kernel clone3 exists; on 4.19 it does not.
+        assert!(
+            !kinds
+                .iter()
+                .any(|(k, _)| *k == ProblemKind::KernelLacksSyscall),
+            "{kinds:?}"
+        );
+        let old = CheckBuilder::new(d)
+            .syscalls(true)
+            .kernel(crate::platform::KernelInfo::as_release("4.19"))
+            .binary("bin/st")
+            .build()
+            .unwrap()
+            .run()
+            .unwrap();
+        let p = old.files[0]
+            .problems
+            .iter()
+            .find(|p| p.kind == ProblemKind::KernelLacksSyscall && p.subject.starts_with("clone3"))
+            .expect("clone3 judged against 4.19");
+        assert_eq!(
+            p.detail,
+            "can call clone3, which Linux 5.3 introduced; the kernel is 4.19"
+        );
+        assert_eq!(old.files[0].verdict, crate::Verdict::Fail);
+    }
+
+    #[test]
+    fn go_binaries_with_and_without_symbols() {
+        if Command::new("go").arg("version").output().is_err() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true and this test needs go (Debian package golang-go)"
+            );
+            eprintln!("skipping: no go");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        std::fs::write(d.join("go.mod"), "module gotest\ngo 1.19\n").unwrap();
+        std::fs::write(
+            d.join("main.go"),
+            r#"package main
+
+import (
+	"net"
+	"os"
+)
+
+func main() {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		os.Exit(1)
+	}
+	go func() {
+		c, _ := net.Dial("tcp", ln.Addr().String())
+		c.Close()
+	}()
+	c, _ := ln.Accept()
+	c.Close()
+}
+"#,
+        )
+        .unwrap();
+        let mut sets = Vec::new();
+        for (name, flags) in [("app", ""), ("stripped", "-s -w")] {
+            let out = Command::new("go")
+                .current_dir(d)
+                .args(["build", "-ldflags", flags, "-o"])
+                .arg(d.join("bin").join(name))
+                .arg(".")
+                .env("HOME", d)
+                .env("GOCACHE", d.join("cache"))
+                .env("GOPATH", d.join("gopath"))
+                .env("CGO_ENABLED", "0")
+                .env("GOFLAGS", "-mod=mod")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let f = analyse(d, name);
+            // The Go runtime's own raw calls, and the net package's,
+            // through syscall.Syscall with the number passed on.
+            for call in [
+                "socket",
+                "bind",
+                "listen",
+                "accept4",
+                "connect",
+                "clone",
+                "futex",
+                "mmap",
+                "rt_sigaction",
+                "exit_group",
+            ] {
+                assert!(has(&f, call), "{name}: {call} missing: {:?}", f.syscalls);
+            }
+            sets.push(f.syscalls.clone().unwrap());
+        }
+        // The function table of .gopclntab finds in a stripped binary what
+        // the symbol table finds in the other.
+        assert_eq!(sets[0], sets[1]);
+    }
+
+    #[test]
+    fn damaged_files_are_analysed_without_panic() {
+        let exe = std::fs::read("/bin/true").unwrap();
+        for len in (0..exe.len()).step_by(97) {
+            let _ = super::analyse(&exe[..len]);
+        }
+        let mut garbage = exe.clone();
+        for (i, b) in garbage.iter_mut().enumerate().skip(64) {
+            *b ^= (i * 31) as u8;
+        }
+        let _ = super::analyse(&garbage);
+    }
+}

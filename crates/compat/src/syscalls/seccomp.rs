@@ -16,8 +16,10 @@ pub const ENOSYS: u32 = 38;
 /// `process.noNewPrivileges` is false the filter has to be loaded while
 /// the init still has its capabilities, so it also covers switching user,
 /// dropping capabilities, marking descriptors close-on-exec, changing
-/// directory, finding the program and resetting signals.
-pub const RUNTIME_AFTER_FILTER: [&str; 24] = [
+/// directory, finding the program and resetting signals (with the
+/// fallbacks of older kernels: `/proc/self/fd` for want of `close_range`),
+/// and reporting a failure to the runtime.
+pub const RUNTIME_AFTER_FILTER: [&str; 25] = [
     "capget",
     "capset",
     "chdir",
@@ -41,6 +43,7 @@ pub const RUNTIME_AFTER_FILTER: [&str; 24] = [
     "setresgid",
     "setresuid",
     "statx",
+    "umask",
     "write",
 ];
 
