@@ -141,5 +141,15 @@ pub fn report_text(r: &Report, color: bool) -> String {
             }
         }
     }
+    // With --syscalls, the calls themselves for a few files (a whole root
+    // has them in the JSON).
+    let with_calls: Vec<_> = r.files.iter().filter(|f| f.syscalls.is_some()).collect();
+    if !with_calls.is_empty() && with_calls.len() <= 10 {
+        let _ = writeln!(s, "\nSystem calls:");
+        for f in with_calls {
+            let calls = f.syscalls.as_deref().unwrap_or_default();
+            let _ = writeln!(s, "  {} ({}): {}", f.path, calls.len(), calls.join(" "));
+        }
+    }
     s
 }
