@@ -49,8 +49,12 @@ pub fn seccomp(args: &SeccompArgs) -> Result<i32> {
         match &f.syscalls {
             Some(s) => names.extend(s.iter().cloned()),
             None if !args.binary.is_empty() => bail!(
-                "{}: not an x86-64 ELF program; the system calls it makes cannot be found",
-                args.path.join(&f.path).display()
+                "{}: the system calls it makes cannot be found: {}",
+                args.path.join(&f.path).display(),
+                f.problems
+                    .first()
+                    .map(|p| p.detail.as_str())
+                    .unwrap_or("not an x86-64 ELF program")
             ),
             None => continue,
         }

@@ -237,3 +237,78 @@ fn bad_arguments_fail() {
         .json();
     assert_eq!(v["files"][0]["problems"][0]["kind"], "unreadable");
 }
+
+#[test]
+fn syscalls_in_the_report_and_a_profile() {
+    let td = TestDir::new("check-syscalls");
+    let root = small_root(&td);
+    let report = plinth(&td)
+        .args(["check", "--syscalls", "--format", "json"])
+        .arg(&root)
+        .json();
+    let files = by_path(&report);
+    let names = |f: &Value| -> Vec<String> {
+        f["syscalls"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no syscalls: {f:#}"))
+            .iter()
+            .map(|n| n.as_str().unwrap().to_string())
+            .collect()
+    };
+    let ls = names(&files["usr/bin/ls"]);
+    for call in ["getdents64", "openat", "write", "exit_group", "uname"] {
+        assert!(ls.iter().any(|n| n == call), "{call} missing from {ls:?}");
+    }
+    // Names as strace and libseccomp spell them, not the kernel's `newuname`.
+    assert!(!ls.iter().any(|n| n == "newuname"), "{ls:?}");
+    assert!(files["usr/bin/ls"]["unresolved_syscall_sites"].is_u64());
+    // A script has no code of its own to analyse.
+    assert!(files["bin/script"].get("syscalls").is_none());
+
+    let profile = td.path().join("profile.json");
+    plinth(&td)
+        .args(["seccomp", "--binary", "usr/bin/ls", "-o"])
+        .arg(&profile)
+        .arg(&root)
+        .assert_success();
+    let text = fs::read_to_string(&profile).unwrap();
+    let parsed: oci_spec::runtime::LinuxSeccomp = serde_json::from_str(&text).unwrap();
+    assert_eq!(parsed.default_errno_ret(), Some(38));
+    let allowed = parsed.syscalls().as_ref().unwrap()[0].names().clone();
+    for call in &ls {
+        assert!(allowed.contains(call), "{call} not allowed");
+    }
+    assert!(allowed.iter().any(|n| n == "execve"));
+
+    // Bad input: one line naming the file, nothing written.
+    let out = plinth(&td)
+        .args(["seccomp", "--binary", "bin/script", "-o"])
+        .arg(td.path().join("p2.json"))
+        .arg(&root)
+        .assert_failure();
+    assert!(
+        out.stderr
+            .contains("bin/script: the system calls it makes cannot be found"),
+        "{out}"
+    );
+    assert!(!td.path().join("p2.json").exists());
+    let out = plinth(&td)
+        .args([
+            "seccomp",
+            "--binary",
+            "usr/bin/ls",
+            "-o",
+            "/no/such/dir/p.json",
+        ])
+        .arg(&root)
+        .assert_failure();
+    assert!(out.stderr.contains("/no/such/dir/p.json"), "{out}");
+    let out = plinth(&td)
+        .args(["check", "--syscalls", "--kernel", "junk"])
+        .arg(&root)
+        .assert_failure();
+    assert!(
+        out.stderr.contains("--kernel junk: not a kernel release"),
+        "{out}"
+    );
+}
