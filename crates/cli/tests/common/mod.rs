@@ -15,6 +15,9 @@
 //! For `plinth check` (check_exact.rs): `elf_probe` picks ELF files independently of
 //! plinth, `oracle` asks glibc's real loader about them, `debian` finds the cached
 //! debootstrap roots, and `check_report` reads and compares `plinth check`'s JSON.
+//!
+//! For `plinth check --syscalls` and `plinth seccomp` (syscalls.rs): `strace` runs a
+//! program under the tracer and reads which system calls it really made.
 
 // Each test binary uses only part of this module.
 #![allow(dead_code)]
@@ -41,6 +44,7 @@ pub mod elf_probe;
 mod host;
 pub mod oracle;
 mod probe;
+pub mod strace;
 
 pub use bundle::*;
 pub use host::*;
