@@ -191,6 +191,9 @@ pub struct Trace {
     pub calls: BTreeMap<String, usize>,
     /// The calls of [`KERNEL_MADE`] that the kernel made for the program.
     pub kernel_made: BTreeMap<String, usize>,
+    /// How many times each call was made, by number; the calls of [`KERNEL_MADE`]
+    /// included.
+    pub numbers: BTreeMap<u32, usize>,
     /// Processes and threads counted, the first one included.
     pub tasks: usize,
 }
@@ -259,6 +262,7 @@ impl Trace {
                     &mut trace.calls
                 };
                 *bucket.entry(name.to_string()).or_default() += 1;
+                *trace.numbers.entry(c.nr).or_default() += 1;
             }
         }
         Ok(trace)
@@ -305,8 +309,9 @@ fn parse_lines(text: &str) -> Result<BTreeMap<u32, Vec<Call>>, TraceError> {
         let (nr, rest) = rest.split_once(']').ok_or_else(bad)?;
         let nr: u32 = nr.trim().parse().map_err(|_| bad())?;
         let rest = rest.trim_start();
-        // A signal is shown with the number of the call it interrupted.
-        if rest.starts_with("---") {
+        // A signal, or the end of a task, is shown with the number of the call it
+        // interrupted.
+        if rest.starts_with("---") || rest.starts_with("+++") {
             continue;
         }
         let calls = per_pid.entry(pid).or_default();
@@ -395,11 +400,11 @@ mod tests {
 101   [ 452] syscall_0x1c4(0xffffff9c, 0x5581, 0x1a4, 0x100) = 0
 101   [ 219] restart_syscall(<... resuming interrupted futex ...>) = 0
 101   [ 202] futex(0x7ffe5bcff058, FUTEX_WAKE_PRIVATE, 1) = 1
+101   [ 202] +++ killed by SIGTERM +++
 100   --- SIGCHLD {si_signo=SIGCHLD, si_code=CLD_EXITED} ---
 101   [ 202] --- SIGURG {si_signo=SIGURG, si_code=SI_TKILL, si_pid=100} ---
 100   [   1] write(1, "x = 1\n", 6)      = 6
 100   [ 231] exit_group(0)                  = ?
-101   +++ exited with 0 +++
 100   +++ exited with 0 +++
 "#;
 
@@ -421,6 +426,8 @@ mod tests {
         );
         assert_eq!(trace.kernel_made.get("restart_syscall"), Some(&1));
         assert_eq!(trace.tasks, 2);
+        let numbers: Vec<u32> = trace.numbers.keys().copied().collect();
+        assert_eq!(numbers, [1, 202, 219, 231, 334, 435, 452]);
         assert_eq!(trace.count("read"), 0, "chroot's read is not the target's");
         assert_eq!(trace.count("chroot"), 0);
     }
