@@ -42,6 +42,7 @@ pub const KERNEL_MADE: &[&str] = &["restart_syscall"];
 /// (`crates/compat/data/syscalls.csv`).
 pub struct SyscallTable {
     by_nr: HashMap<u32, String>,
+    by_name: HashMap<String, u32>,
 }
 
 impl SyscallTable {
@@ -75,6 +76,7 @@ impl SyscallTable {
         };
         let (name_col, nr_col) = (col("name"), col("x86_64_nr"));
         let mut by_nr = HashMap::new();
+        let mut by_name = HashMap::new();
         for line in lines.filter(|l| !l.trim().is_empty()) {
             let fields: Vec<&str> = line.split(',').collect();
             let nr = fields.get(nr_col).map(|f| f.trim()).unwrap_or("");
@@ -85,13 +87,19 @@ impl SyscallTable {
                 .parse()
                 .unwrap_or_else(|_| panic!("syscall table: bad number in {line:?}"));
             by_nr.insert(nr, fields[name_col].trim().to_string());
+            by_name.insert(fields[name_col].trim().to_string(), nr);
         }
-        SyscallTable { by_nr }
+        SyscallTable { by_nr, by_name }
     }
 
     /// The kernel's name of x86-64 call `nr`.
     pub fn name(&self, nr: u32) -> Option<&str> {
         self.by_nr.get(&nr).map(String::as_str)
+    }
+
+    /// The x86-64 number of the call the table names `name`.
+    pub fn number(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name).copied()
     }
 }
 
@@ -192,7 +200,7 @@ pub struct Trace {
     /// The calls of [`KERNEL_MADE`] that the kernel made for the program.
     pub kernel_made: BTreeMap<String, usize>,
     /// How many times each call was made, by number; the calls of [`KERNEL_MADE`]
-    /// included.
+    /// are not here.
     pub numbers: BTreeMap<u32, usize>,
     /// Processes and threads counted, the first one included.
     pub tasks: usize,
@@ -256,13 +264,12 @@ impl Trace {
                     nr: c.nr,
                     strace_name: c.strace_name.clone(),
                 })?;
-                let bucket = if KERNEL_MADE.contains(&name) {
-                    &mut trace.kernel_made
+                if KERNEL_MADE.contains(&name) {
+                    *trace.kernel_made.entry(name.to_string()).or_default() += 1;
                 } else {
-                    &mut trace.calls
-                };
-                *bucket.entry(name.to_string()).or_default() += 1;
-                *trace.numbers.entry(c.nr).or_default() += 1;
+                    *trace.calls.entry(name.to_string()).or_default() += 1;
+                    *trace.numbers.entry(c.nr).or_default() += 1;
+                }
             }
         }
         Ok(trace)
@@ -427,7 +434,9 @@ mod tests {
         assert_eq!(trace.kernel_made.get("restart_syscall"), Some(&1));
         assert_eq!(trace.tasks, 2);
         let numbers: Vec<u32> = trace.numbers.keys().copied().collect();
-        assert_eq!(numbers, [1, 202, 219, 231, 334, 435, 452]);
+        assert_eq!(numbers, [1, 202, 231, 334, 435, 452]);
+        assert_eq!(table.number("fchmodat2"), Some(452));
+        assert_eq!(table.number("syscall_0x1c4"), None);
         assert_eq!(trace.count("read"), 0, "chroot's read is not the target's");
         assert_eq!(trace.count("chroot"), 0);
     }
