@@ -90,8 +90,34 @@ pub struct CreateArgs {
 pub enum Command {
     /// Create a container; its process waits for `start`.
     Create(CreateArgs),
-    /// Start the process of a created container.
+    /// Start the process of a created container; or start the fleet
+    /// container NAME (made by `new`).
     Start { id: String },
+    /// Make a host-platform container: an OverlayFS upper layer over the
+    /// platform root, recorded under /var/lib/plinth (not started).
+    New(NewArgs),
+    /// Stop a fleet container (SIGTERM, then SIGKILL after --timeout).
+    Stop {
+        /// Seconds to wait after SIGTERM.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        /// The container.
+        name: String,
+    },
+    /// Remove a fleet container and its upper layer.
+    Rm {
+        /// Stop it first if it runs.
+        #[arg(short, long)]
+        force: bool,
+        /// The container.
+        name: String,
+    },
+    /// List the fleet's containers.
+    Ls {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
     /// Print the state of a container as runtime-spec JSON.
     State { id: String },
     /// Send a signal to the container's init (or all its processes).
@@ -223,6 +249,46 @@ pub struct CheckArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: CheckFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The container's name.
+    pub name: String,
+    /// The platform root: `host` (this host's /) or `dir:PATH`.
+    #[arg(long, default_value = "host")]
+    pub base: String,
+    /// A path that is empty in the container; repeatable [default: /root
+    /// /home /tmp /var/tmp].
+    #[arg(long, value_name = "PATH")]
+    pub hide: Vec<PathBuf>,
+    /// Mount a host path: SRC:DST[:ro]; repeatable.
+    #[arg(long, value_name = "SRC:DST[:ro]")]
+    pub bind: Vec<String>,
+    /// KEY=VALUE; repeatable.
+    #[arg(short, long)]
+    pub env: Vec<String>,
+    /// The working directory.
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// The hostname [default: the name].
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// `none` (its own network namespace) or `host`.
+    #[arg(long, default_value = "none")]
+    pub network: String,
+    /// Memory limit (64M, 1G).
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// CPU limit (0.5 = half a CPU).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Process limit.
+    #[arg(long)]
+    pub pids: Option<i64>,
+    /// The command, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

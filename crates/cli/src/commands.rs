@@ -34,9 +34,22 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             Ok(container::run(&root, &create.id, &bundle, &opts, detach)?)
         }
         Command::Start { id } => {
+            // An OCI container of that id first (engines call `start ID`),
+            // else the fleet container of that name.
+            if container::state(&root, &id).is_err() {
+                if let Some(fleet) = crate::fleet::existing(g)? {
+                    if fleet.exists(&id)? {
+                        return crate::fleet::start(&fleet, &id);
+                    }
+                }
+            }
             container::start(&root, &id)?;
             Ok(0)
         }
+        Command::New(args) => crate::fleet::new(g, args),
+        Command::Stop { timeout, name } => crate::fleet::stop(g, &name, timeout),
+        Command::Rm { force, name } => crate::fleet::rm(g, &name, force),
+        Command::Ls { format } => crate::fleet::ls(g, format),
         Command::State { id } => {
             let st = container::state(&root, &id)?;
             println!("{}", serde_json::to_string_pretty(&st.oci_state())?);

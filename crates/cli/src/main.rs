@@ -8,6 +8,7 @@
 mod check;
 mod cli;
 mod commands;
+mod fleet;
 mod logging;
 mod platform;
 

@@ -1,0 +1,110 @@
+//! The fleet verbs: `new`, `start NAME`, `stop`, `rm`, `ls`.
+//!
+//! Records live in `$PLINTH_STATE_DIR` (default `/var/lib/plinth`); running
+//! containers under `<--root>/fleet` (default `/run/plinth/fleet`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use plinth_fleet::{parse_size, Base, Bind, ContainerSpec, Fleet, Network};
+
+use crate::cli::{Format, GlobalArgs, NewArgs};
+
+fn state_dir() -> PathBuf {
+    std::env::var_os("PLINTH_STATE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/plinth"))
+}
+
+/// The fleet of this host, if one was ever made (nothing is created).
+pub fn existing(g: &GlobalArgs) -> Result<Option<Fleet>> {
+    if state_dir().join("fleet.db").is_file() {
+        open(g).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// The fleet of this host.
+pub fn open(g: &GlobalArgs) -> Result<Fleet> {
+    let state = state_dir();
+    let exe = std::env::current_exe().context("the plinth binary")?;
+    Ok(Fleet::open(state, g.state_root().join("fleet"), exe)?)
+}
+
+/// `plinth new`.
+pub fn new(g: &GlobalArgs, a: NewArgs) -> Result<i32> {
+    let mut spec = ContainerSpec::new(&a.name, Base::parse(&a.base)?, a.command)?;
+    if !a.hide.is_empty() {
+        spec.hide = a.hide;
+    }
+    spec.binds = a
+        .bind
+        .iter()
+        .map(|b| Bind::parse(b))
+        .collect::<Result<_, _>>()?;
+    spec.env.extend(a.env);
+    if let Some(w) = a.workdir {
+        spec.workdir = w;
+    }
+    if let Some(h) = a.hostname {
+        spec.hostname = h;
+    }
+    spec.network = match a.network.as_str() {
+        "none" => Network::None,
+        "host" => Network::Host,
+        "bridge" => anyhow::bail!("--network bridge: not supported yet; use none or host"),
+        other => anyhow::bail!("--network {other}: expected none or host"),
+    };
+    spec.memory = a.memory.as_deref().map(parse_size).transpose()?;
+    spec.cpus = a.cpus;
+    spec.pids = a.pids;
+    open(g)?.create(spec)?;
+    Ok(0)
+}
+
+/// `plinth start NAME`.
+pub fn start(fleet: &Fleet, name: &str) -> Result<i32> {
+    let pid = fleet.start(name)?;
+    println!("{name}: running, pid {pid}");
+    Ok(0)
+}
+
+/// `plinth stop`.
+pub fn stop(g: &GlobalArgs, name: &str, timeout: u64) -> Result<i32> {
+    open(g)?.stop(name, Duration::from_secs(timeout))?;
+    Ok(0)
+}
+
+/// `plinth rm`.
+pub fn rm(g: &GlobalArgs, name: &str, force: bool) -> Result<i32> {
+    open(g)?.remove(name, force)?;
+    Ok(0)
+}
+
+/// `plinth ls`.
+pub fn ls(g: &GlobalArgs, format: Format) -> Result<i32> {
+    let list = open(g)?.list()?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&list)?),
+        Format::Table => {
+            println!(
+                "{:<24} {:<8} {:>8}  {:<24} COMMAND",
+                "NAME", "STATE", "PID", "BASE"
+            );
+            for c in list {
+                println!(
+                    "{:<24} {:<8} {:>8}  {:<24} {}",
+                    c.name,
+                    c.state,
+                    c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                    c.base,
+                    c.command.join(" ")
+                );
+            }
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,226 @@
+//! Host-platform containers from the command line: `plinth new`, `start NAME`, `stop`,
+//! `rm`, `ls`, on the host's root and on a Debian root as the platform, with real
+//! overlay mounts, namespaces and cgroups.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{require_root, TestDir};
+use serde_json::Value;
+
+/// `plinth --root ROOT` with the fleet's records in the test dir.
+fn plinth(td: &TestDir) -> common::TestCommand {
+    let mut cmd = td.plinth();
+    cmd.env("PLINTH_STATE_DIR", td.path().join("state"));
+    cmd
+}
+
+fn ls(td: &TestDir) -> Vec<Value> {
+    let v = plinth(td).args(["ls", "--format", "json"]).json();
+    v.as_array().unwrap().clone()
+}
+
+fn entry(td: &TestDir, name: &str) -> Value {
+    ls(td)
+        .into_iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not listed"))
+}
+
+fn container_dir(td: &TestDir, name: &str) -> PathBuf {
+    td.path().join("state/containers").join(name)
+}
+
+fn mounted(path: &Path) -> bool {
+    let p = path.to_string_lossy().to_string();
+    common::mountinfo().iter().any(|m| m.mount_point == p)
+}
+
+/// Removes every container of the test's fleet, even when the test fails.
+struct FleetGuard<'a>(&'a TestDir);
+
+impl Drop for FleetGuard<'_> {
+    fn drop(&mut self) {
+        let names: Vec<String> = plinth(self.0)
+            .args(["ls", "--format", "json"])
+            .output()
+            .stdout
+            .parse::<Value>()
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| c["name"].as_str().map(String::from))
+            .collect();
+        for n in names {
+            let _ = plinth(self.0).args(["rm", "--force", &n]).output();
+        }
+    }
+}
+
+#[test]
+fn a_host_container_from_new_to_rm() {
+    if !require_root() {
+        return;
+    }
+    let td = TestDir::new("fleet-host");
+    let _g = FleetGuard(&td);
+    plinth(&td)
+        .args([
+            "new", "web", "--base", "host", "--memory", "64M", "--pids", "64", "--",
+        ])
+        .args([
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "echo written > /marker; exec /bin/busybox sleep 1000",
+        ])
+        .assert_success();
+    let c = entry(&td, "web");
+    assert_eq!(c["state"], "stopped");
+    assert_eq!(c["base"], "host");
+    assert!(c["pid"].is_null());
+
+    plinth(&td).args(["start", "web"]).assert_success();
+    let c = entry(&td, "web");
+    assert_eq!(c["state"], "running", "{c}");
+    let pid = c["pid"].as_i64().unwrap();
+    assert!(c["started_at"].is_string());
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    // The platform is the lower layer; the container's writes go to its upper layer.
+    assert!(root.join("etc/os-release").is_file());
+    let upper = container_dir(&td, "web").join("upper");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !upper.join("marker").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        fs::read_to_string(upper.join("marker")).unwrap(),
+        "written\n"
+    );
+    assert!(!Path::new("/marker").exists(), "a write reached the host");
+    // Hidden by default: /root is empty in the container, not on the host.
+    assert!(fs::read_dir("/root").unwrap().next().is_some());
+    assert_eq!(fs::read_dir(root.join("root")).unwrap().count(), 0);
+    // Its own network namespace, and the limits in its cgroup.
+    assert_ne!(
+        fs::read_link(format!("/proc/{pid}/ns/net")).unwrap(),
+        fs::read_link("/proc/self/ns/net").unwrap()
+    );
+    let limit = common::host_cgroup_file(pid as u32, "pids", "pids.max");
+    assert_eq!(fs::read_to_string(limit).unwrap().trim(), "64");
+    assert!(mounted(&container_dir(&td, "web").join("rootfs")));
+
+    // Running: rm refuses without --force, start refuses.
+    let out = plinth(&td).args(["rm", "web"]).assert_failure();
+    assert!(out.stderr.contains("web: running"), "{out}");
+    let out = plinth(&td).args(["start", "web"]).assert_failure();
+    assert!(out.stderr.contains("web: already running"), "{out}");
+
+    plinth(&td)
+        .args(["stop", "--timeout", "5", "web"])
+        .assert_success();
+    let c = entry(&td, "web");
+    assert_eq!(c["state"], "stopped");
+    // Gone, or a zombie until its reaper collects it: not running.
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    assert!(
+        status.is_empty() || status.contains("State:\tZ"),
+        "{status}"
+    );
+    assert!(!mounted(&container_dir(&td, "web").join("rootfs")));
+    // The upper layer outlives a stop, and the next start sees it.
+    assert!(upper.join("marker").is_file());
+    plinth(&td).args(["start", "web"]).assert_success();
+    assert_eq!(entry(&td, "web")["state"], "running");
+    plinth(&td).args(["rm", "--force", "web"]).assert_success();
+    assert!(ls(&td).is_empty());
+    assert!(!container_dir(&td, "web").exists());
+    assert!(
+        fs::read_dir(td.root().join("fleet"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0
+    );
+}
+
+#[test]
+fn a_debian_root_as_the_platform() {
+    let Some(base) = common::debian::debian_root("bullseye") else {
+        return;
+    };
+    let td = TestDir::new("fleet-dir");
+    let _g = FleetGuard(&td);
+    plinth(&td)
+        .args(["new", "deb", "--network", "host", "--hide", "/srv"])
+        .arg(format!("--base=dir:{}", base.display()))
+        .args(["--", "/bin/sleep", "1000"])
+        .assert_success();
+    plinth(&td).args(["start", "deb"]).assert_success();
+    let pid = entry(&td, "deb")["pid"].as_i64().unwrap();
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let version = fs::read_to_string(root.join("etc/debian_version")).unwrap();
+    assert!(version.starts_with("11."), "{version}");
+    assert_eq!(
+        fs::read_link(format!("/proc/{pid}/ns/net")).unwrap(),
+        fs::read_link("/proc/self/ns/net").unwrap()
+    );
+    plinth(&td).args(["rm", "--force", "deb"]).assert_success();
+}
+
+#[test]
+fn bad_input_makes_nothing() {
+    if !require_root() {
+        return;
+    }
+    let td = TestDir::new("fleet-bad");
+    let _g = FleetGuard(&td);
+    for (args, msg) in [
+        (vec!["new", "../x", "--", "/bin/true"], "a name is"),
+        (
+            vec!["new", "x", "--base", "dir:/no/such", "--", "/bin/true"],
+            "does not hold a root",
+        ),
+        (
+            vec!["new", "x", "--base", "image:y", "--", "/bin/true"],
+            "image bases",
+        ),
+        (
+            vec!["new", "x", "--bind", "rel:/x", "--", "/bin/true"],
+            "--bind rel:/x",
+        ),
+        (
+            vec!["new", "x", "--memory", "lots", "--", "/bin/true"],
+            "--memory lots",
+        ),
+        (
+            vec!["new", "x", "--network", "bridge", "--", "/bin/true"],
+            "--network bridge",
+        ),
+    ] {
+        let out = plinth(&td).args(&args).assert_failure();
+        assert!(out.stderr.contains(msg), "{args:?}: {out}");
+    }
+    assert!(ls(&td).is_empty());
+    plinth(&td)
+        .args(["new", "x", "--", "/no/such/program"])
+        .assert_success();
+    let out = plinth(&td)
+        .args(["new", "x", "--", "/bin/true"])
+        .assert_failure();
+    assert!(
+        out.stderr.contains("x: a container of that name exists"),
+        "{out}"
+    );
+    // A command that cannot run: a clear error, a failed state, no mount left.
+    let out = plinth(&td).args(["start", "x"]).assert_failure();
+    assert!(out.stderr.contains("x: cannot start"), "{out}");
+    assert_eq!(entry(&td, "x")["state"], "failed");
+    assert!(!mounted(&container_dir(&td, "x").join("rootfs")));
+    let out = plinth(&td).args(["stop", "nope"]).assert_failure();
+    assert!(out.stderr.contains("nope: no such container"), "{out}");
+    plinth(&td).args(["rm", "x"]).assert_success();
+}

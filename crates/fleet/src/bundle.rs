@@ -1,0 +1,214 @@
+//! A container's directory: `upper/` and `work/` (its OverlayFS layers),
+//! `rootfs/` (where the overlay is mounted while it runs), `config.json`
+//! (the OCI bundle) and `console.log`.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use serde_json::{json, Value};
+
+use crate::spec::{ContainerSpec, Network};
+use crate::{io, FleetError};
+
+/// Makes `upper/`, `work/` and `rootfs/`; each hidden path becomes an
+/// opaque directory of the upper layer, which shows as empty.
+pub(crate) fn make_layers(dir: &Path, spec: &ContainerSpec) -> Result<(), FleetError> {
+    for sub in ["upper", "work", "rootfs"] {
+        let p = dir.join(sub);
+        std::fs::create_dir_all(&p).map_err(io(p.display().to_string()))?;
+    }
+    for hidden in &spec.hide {
+        let rel = hidden.strip_prefix("/").unwrap_or(hidden);
+        let p = dir.join("upper").join(rel);
+        std::fs::create_dir_all(&p).map_err(io(p.display().to_string()))?;
+        set_opaque(&p)?;
+    }
+    Ok(())
+}
+
+/// `trusted.overlay.opaque=y`: overlayfs shows the directory without what
+/// the lower layer has there.
+fn set_opaque(path: &Path) -> Result<(), FleetError> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| FleetError::Invalid(format!("{}: contains a NUL byte", path.display())))?;
+    let name = c"trusted.overlay.opaque";
+    // SAFETY: both strings are NUL-terminated and outlive the call; the
+    // value is one byte.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::lsetxattr(c.as_ptr(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0) };
+    if rc != 0 {
+        return Err(io(format!(
+            "{}: set trusted.overlay.opaque",
+            path.display()
+        ))(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Escapes a path for overlayfs's comma-separated options.
+fn overlay_path(p: &Path) -> Result<String, FleetError> {
+    let s = p
+        .to_str()
+        .ok_or_else(|| FleetError::Invalid(format!("{}: not UTF-8", p.display())))?;
+    if s.contains(',') || s.contains(':') {
+        return Err(FleetError::Invalid(format!(
+            "{s}: overlayfs layer paths cannot contain `,` or `:`"
+        )));
+    }
+    Ok(s.to_string())
+}
+
+/// Mounts the overlay of the base and the upper layer on `rootfs/`.
+pub(crate) fn mount_root(dir: &Path, spec: &ContainerSpec) -> Result<(), FleetError> {
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        overlay_path(spec.base.lower())?,
+        overlay_path(&dir.join("upper"))?,
+        overlay_path(&dir.join("work"))?
+    );
+    let target = dir.join("rootfs");
+    mount(
+        Some("overlay"),
+        &target,
+        Some("overlay"),
+        MsFlags::MS_NODEV,
+        Some(opts.as_str()),
+    )
+    .map_err(|e| {
+        io(format!("mount overlay on {} ({opts})", target.display()))(std::io::Error::from(e))
+    })
+}
+
+/// Detaches `rootfs/` if mounted.
+pub(crate) fn unmount_root(dir: &Path) {
+    let _ = umount2(&dir.join("rootfs"), MntFlags::MNT_DETACH);
+}
+
+/// The command must exist in the mounted root (the runtime would only find
+/// out after start, with nobody left to tell).
+pub(crate) fn check_command(dir: &Path, spec: &ContainerSpec) -> Result<(), FleetError> {
+    let prog = Path::new(&spec.command[0]);
+    let root = dir.join("rootfs");
+    let found = if prog.is_absolute() {
+        let rel = prog.strip_prefix("/").unwrap_or(prog);
+        // Resolved inside the container's root: an absolute symlink must
+        // not be followed on the host.
+        resolve_in(&root, rel)
+    } else {
+        [
+            "usr/local/sbin",
+            "usr/local/bin",
+            "usr/sbin",
+            "usr/bin",
+            "sbin",
+            "bin",
+        ]
+        .iter()
+        .any(|d| resolve_in(&root, &Path::new(d).join(prog)))
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(FleetError::Runtime(format!(
+            "{}: cannot start: {}: not found in the container's root",
+            spec.name,
+            prog.display()
+        )))
+    }
+}
+
+/// Whether `rel` names a regular file under `root`, following symlinks
+/// as the container would (absolute ones from `root`), at most 40 deep.
+fn resolve_in(root: &Path, rel: &Path) -> bool {
+    let mut path = rel.to_path_buf();
+    for _ in 0..40 {
+        let full = root.join(&path);
+        match std::fs::symlink_metadata(&full) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let Ok(target) = std::fs::read_link(&full) else {
+                    return false;
+                };
+                path = if target.is_absolute() {
+                    target.strip_prefix("/").unwrap_or(&target).to_path_buf()
+                } else {
+                    path.parent().unwrap_or(Path::new("")).join(target)
+                };
+                if path
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+                {
+                    // Leave `..` to the kernel inside the container.
+                    return true;
+                }
+            }
+            Ok(m) => return m.is_file(),
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// Writes `config.json` for the container.
+pub(crate) fn write_config(dir: &Path, spec: &ContainerSpec) -> Result<(), FleetError> {
+    let template = plinth_runtime::template::default_spec(false);
+    let mut c = serde_json::to_value(&template).expect("a spec serializes");
+    c["root"] = json!({"path": dir.join("rootfs"), "readonly": false});
+    c["hostname"] = json!(spec.hostname);
+    let p = &mut c["process"];
+    p["terminal"] = json!(false);
+    p["args"] = json!(spec.command);
+    p["env"] = json!(spec.env);
+    p["cwd"] = json!(spec.workdir);
+    let mounts = c["mounts"].as_array_mut().expect("the template has mounts");
+    mounts.push(json!({
+        "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+        "options": ["nosuid", "nodev", "mode=1777"]
+    }));
+    for b in &spec.binds {
+        let mut options = vec!["rbind"];
+        if b.readonly {
+            options.push("ro");
+        }
+        mounts.push(json!({
+            "destination": b.destination, "type": "bind", "source": b.source,
+            "options": options
+        }));
+    }
+    let linux = &mut c["linux"];
+    if let Some(ns) = linux["namespaces"].as_array_mut() {
+        if spec.network == Network::Host {
+            ns.retain(|n| n["type"] != "network");
+        } else if !ns.iter().any(|n| n["type"] == "network") {
+            ns.push(json!({"type": "network"}));
+        }
+        if !ns.iter().any(|n| n["type"] == "cgroup") {
+            ns.push(json!({"type": "cgroup"}));
+        }
+    }
+    linux["cgroupsPath"] = json!(format!("/plinth/{}", spec.name));
+    let mut res = match linux["resources"].take() {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    if let Some(m) = spec.memory {
+        res.insert("memory".into(), json!({"limit": m}));
+    }
+    if let Some(n) = spec.pids {
+        res.insert("pids".into(), json!({"limit": n}));
+    }
+    if let Some(cpus) = spec.cpus {
+        let period = 100_000u64;
+        res.insert(
+            "cpu".into(),
+            json!({"quota": (cpus * period as f64).round() as i64, "period": period}),
+        );
+    }
+    if !res.is_empty() {
+        linux["resources"] = Value::Object(res);
+    }
+    let path = dir.join("config.json");
+    let text = serde_json::to_string_pretty(&c).expect("a config serializes");
+    std::fs::write(&path, text).map_err(io(path.display().to_string()))
+}

@@ -1,0 +1,269 @@
+//! What a container is made of: the options of `plinth new`, validated.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::FleetError;
+
+/// The platform root a container's lower layer is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Base {
+    /// The host's own `/` (its root filesystem, without the mounts on it).
+    Host,
+    /// A directory holding a distribution's root.
+    Dir(PathBuf),
+}
+
+impl Base {
+    /// `host` or `dir:PATH`.
+    pub fn parse(s: &str) -> Result<Base, FleetError> {
+        if s == "host" {
+            return Ok(Base::Host);
+        }
+        if let Some(p) = s.strip_prefix("dir:") {
+            let path = Path::new(p);
+            if !path.is_absolute() {
+                return Err(FleetError::Invalid(format!(
+                    "--base {s}: the directory must be an absolute path"
+                )));
+            }
+            if !path.join("bin").exists() && !path.join("usr/bin").is_dir() {
+                return Err(FleetError::Invalid(format!(
+                    "--base {s}: {p} does not hold a root filesystem (no bin or usr/bin)"
+                )));
+            }
+            return Ok(Base::Dir(path.to_path_buf()));
+        }
+        if s.starts_with("image:") {
+            return Err(FleetError::Invalid(format!(
+                "--base {s}: image bases need images, which plinth does not import yet"
+            )));
+        }
+        Err(FleetError::Invalid(format!(
+            "--base {s}: expected host or dir:PATH"
+        )))
+    }
+
+    /// The directory used as the lower layer.
+    pub fn lower(&self) -> &Path {
+        match self {
+            Base::Host => Path::new("/"),
+            Base::Dir(p) => p,
+        }
+    }
+
+    /// As written on the command line.
+    pub fn display(&self) -> String {
+        match self {
+            Base::Host => "host".into(),
+            Base::Dir(p) => format!("dir:{}", p.display()),
+        }
+    }
+}
+
+/// The network a container gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// Its own network namespace.
+    None,
+    /// The host's.
+    Host,
+}
+
+/// A bind mount from the host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bind {
+    /// Host path.
+    pub source: PathBuf,
+    /// Path in the container.
+    pub destination: PathBuf,
+    /// Read-only.
+    pub readonly: bool,
+}
+
+impl Bind {
+    /// `SRC:DST[:ro]`.
+    pub fn parse(s: &str) -> Result<Bind, FleetError> {
+        let bad = |why: &str| FleetError::Invalid(format!("--bind {s}: {why}"));
+        let parts: Vec<&str> = s.split(':').collect();
+        let (src, dst, ro) = match parts[..] {
+            [a, b] => (a, b, false),
+            [a, b, "ro"] => (a, b, true),
+            [a, b, "rw"] => (a, b, false),
+            _ => return Err(bad("expected SRC:DST or SRC:DST:ro")),
+        };
+        let (src, dst) = (PathBuf::from(src), PathBuf::from(dst));
+        if !src.is_absolute() || !dst.is_absolute() {
+            return Err(bad("both paths must be absolute"));
+        }
+        if !src.exists() {
+            return Err(bad("the source does not exist"));
+        }
+        check_inside(&dst).map_err(|_| bad("the destination may not contain `..`"))?;
+        Ok(Bind {
+            source: src,
+            destination: dst,
+            readonly: ro,
+        })
+    }
+}
+
+/// Everything `plinth new` records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// The container's name.
+    pub name: String,
+    /// The platform root.
+    pub base: Base,
+    /// The program and its arguments.
+    pub command: Vec<String>,
+    /// Paths that are empty in the container (opaque directories of the
+    /// upper layer).
+    pub hide: Vec<PathBuf>,
+    /// Host directories or files mounted in.
+    pub binds: Vec<Bind>,
+    /// `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// The working directory.
+    pub workdir: PathBuf,
+    /// The hostname (default: the name).
+    pub hostname: String,
+    /// The network.
+    pub network: Network,
+    /// Memory limit in bytes.
+    pub memory: Option<i64>,
+    /// CPUs (fractional: `0.5`).
+    pub cpus: Option<f64>,
+    /// Process limit.
+    pub pids: Option<i64>,
+}
+
+/// The paths hidden when `--hide` is not given.
+pub const DEFAULT_HIDE: [&str; 4] = ["/root", "/home", "/tmp", "/var/tmp"];
+
+impl ContainerSpec {
+    /// A spec with defaults for `name`, `base` and `command`.
+    pub fn new(name: &str, base: Base, command: Vec<String>) -> Result<ContainerSpec, FleetError> {
+        check_name(name)?;
+        if command.is_empty() {
+            return Err(FleetError::Invalid(format!(
+                "{name}: no command (give it after --)"
+            )));
+        }
+        Ok(ContainerSpec {
+            name: name.to_string(),
+            base,
+            command,
+            hide: DEFAULT_HIDE.iter().map(PathBuf::from).collect(),
+            binds: Vec::new(),
+            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+            workdir: PathBuf::from("/"),
+            hostname: name.to_string(),
+            network: Network::None,
+            memory: None,
+            cpus: None,
+            pids: None,
+        })
+    }
+
+    /// Checks the fields that `new` did not build itself.
+    pub fn validate(&self) -> Result<(), FleetError> {
+        check_name(&self.name)?;
+        for h in &self.hide {
+            if !h.is_absolute() || check_inside(h).is_err() || h == Path::new("/") {
+                return Err(FleetError::Invalid(format!(
+                    "--hide {}: must be an absolute path below /, without `..`",
+                    h.display()
+                )));
+            }
+        }
+        for e in &self.env {
+            if !e.contains('=') {
+                return Err(FleetError::Invalid(format!(
+                    "--env {e}: expected KEY=VALUE"
+                )));
+            }
+        }
+        if !self.workdir.is_absolute() {
+            return Err(FleetError::Invalid(format!(
+                "--workdir {}: must be absolute",
+                self.workdir.display()
+            )));
+        }
+        if let Some(c) = self.cpus {
+            if !(c > 0.0 && c <= 1024.0) {
+                return Err(FleetError::Invalid(format!("--cpus {c}: must be above 0")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Names are used as directory names and container ids.
+fn check_name(name: &str) -> Result<(), FleetError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !name.starts_with('.')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(FleetError::Invalid(format!(
+            "{name:?}: a name is 1 to 64 letters, digits, `-`, `_` or `.`, not starting with `.` or `-`"
+        )))
+    }
+}
+
+fn check_inside(p: &Path) -> Result<(), ()> {
+    if p.components().any(|c| matches!(c, Component::ParentDir)) {
+        Err(())
+    } else {
+        Ok(())
+    }
+}
+
+/// `64M`, `1G`, `512k`, `1048576` → bytes.
+pub fn parse_size(s: &str) -> Result<i64, FleetError> {
+    let bad = || FleetError::Invalid(format!("--memory {s}: expected a size like 64M or 1G"));
+    let (num, mult) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1i64 << 10),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: i64 = num.parse().map_err(|_| bad())?;
+    if n <= 0 {
+        return Err(bad());
+    }
+    n.checked_mul(mult).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parsing() {
+        assert_eq!(Base::parse("host").unwrap(), Base::Host);
+        assert!(Base::parse("dir:relative").is_err());
+        assert!(Base::parse("dir:/no/such/root").is_err());
+        assert!(Base::parse("image:x").is_err());
+        assert_eq!(parse_size("64M").unwrap(), 64 << 20);
+        assert!(parse_size("0").is_err() && parse_size("x").is_err());
+        assert!(Bind::parse("/tmp:/mnt:ro").unwrap().readonly);
+        assert!(Bind::parse("/tmp:/../x").is_err());
+        assert!(Bind::parse("tmp:/x").is_err());
+        assert!(ContainerSpec::new("../x", Base::Host, vec!["sh".into()]).is_err());
+        assert!(ContainerSpec::new("web-1", Base::Host, vec![]).is_err());
+        let mut s = ContainerSpec::new("web-1", Base::Host, vec!["sh".into()]).unwrap();
+        s.validate().unwrap();
+        s.hide.push("/".into());
+        assert!(s.validate().is_err());
+    }
+}
