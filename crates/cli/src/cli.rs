@@ -112,6 +112,16 @@ pub enum Command {
         /// The container.
         name: String,
     },
+    /// Converge the host to a TOML manifest of containers: create what is
+    /// missing, restart what changed, remove what the manifest made and no
+    /// longer lists.
+    Apply {
+        /// The manifest.
+        manifest: PathBuf,
+        /// Print the plan only.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// List the fleet's containers.
     Ls {
         /// Output format.

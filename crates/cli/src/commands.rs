@@ -50,6 +50,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Stop { timeout, name } => crate::fleet::stop(g, &name, timeout),
         Command::Rm { force, name } => crate::fleet::rm(g, &name, force),
         Command::Ls { format } => crate::fleet::ls(g, format),
+        Command::Apply { manifest, dry_run } => crate::fleet::apply(g, &manifest, dry_run),
         Command::State { id } => {
             let st = container::state(&root, &id)?;
             println!("{}", serde_json::to_string_pretty(&st.oci_state())?);

@@ -6,8 +6,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::io::Write;
+
 use anyhow::{Context, Result};
-use plinth_fleet::{parse_size, Base, Bind, ContainerSpec, Fleet, Network};
+use plinth_fleet::{parse_size, Action, Base, Bind, ContainerSpec, Fleet, Manifest, Network};
 
 use crate::cli::{Format, GlobalArgs, NewArgs};
 
@@ -106,5 +108,42 @@ pub fn ls(g: &GlobalArgs, format: Format) -> Result<i32> {
             }
         }
     }
+    Ok(0)
+}
+
+/// `plinth apply`.
+pub fn apply(g: &GlobalArgs, path: &std::path::Path, dry_run: bool) -> Result<i32> {
+    let manifest = Manifest::read(path)?;
+    let fleet = open(g)?;
+    let plan = fleet.plan(&manifest)?;
+    let summary = format!(
+        "plan: {} create, {} update, {} start, {} remove, {} unchanged",
+        plan.count(Action::Create),
+        plan.count(Action::Update),
+        plan.count(Action::Start),
+        plan.count(Action::Remove),
+        plan.count(Action::Unchanged)
+    );
+    let word = |a: Action| match a {
+        Action::Create => "create",
+        Action::Update => "update",
+        Action::Start => "start",
+        Action::Remove => "remove",
+        Action::Unchanged => "unchanged",
+    };
+    if dry_run {
+        for (a, name) in &plan.steps {
+            println!("{:<9} {name}", word(*a));
+        }
+        println!("{summary}");
+        return Ok(0);
+    }
+    let mut out = std::io::stdout().lock();
+    fleet.apply(&manifest, &plan, &mut |a, name| {
+        if a != Action::Unchanged {
+            let _ = writeln!(out, "{:<9} {name}", word(a));
+        }
+    })?;
+    println!("{summary}");
     Ok(0)
 }

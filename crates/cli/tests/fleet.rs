@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{require_root, TestDir};
+use common::{require, require_root, TestDir};
 use serde_json::Value;
 
 /// `plinth --root ROOT` with the fleet's records in the test dir.
@@ -223,4 +223,164 @@ fn bad_input_makes_nothing() {
     let out = plinth(&td).args(["stop", "nope"]).assert_failure();
     assert!(out.stderr.contains("nope: no such container"), "{out}");
     plinth(&td).args(["rm", "x"]).assert_success();
+}
+
+/// GET / on 127.0.0.1:8080 inside the network namespace of `pid`, from a thread that
+/// joins it (the test process keeps the host's).
+fn get_in_netns(pid: i64) -> String {
+    std::thread::spawn(move || {
+        let ns = fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match std::net::TcpStream::connect("127.0.0.1:8080") {
+                Ok(mut s) => {
+                    use std::io::{Read, Write};
+                    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+                    let mut body = String::new();
+                    s.read_to_string(&mut body).unwrap();
+                    return body
+                        .rsplit("\r\n\r\n")
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_string();
+                }
+                Err(e) if std::time::Instant::now() > deadline => panic!("pid {pid}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    })
+    .join()
+    .unwrap()
+}
+
+const SERVER: &str = r#"command = ["/bin/busybox", "sh", "-c", "mkdir -p /tmp/www && /bin/busybox hostname > /tmp/www/index.html && exec /bin/busybox httpd -f -p 127.0.0.1:8080 -h /tmp/www"]"#;
+
+#[test]
+fn apply_converges_and_every_container_answers_in_its_own_network() {
+    if !require_root() || !require(common::host_busybox_is_static(), "a static /bin/busybox") {
+        return;
+    }
+    let td = TestDir::new("fleet-apply");
+    let _g = FleetGuard(&td);
+    let manifest = td.path().join("web.toml");
+    let write = |count: u32, extra: &str| {
+        fs::write(
+            &manifest,
+            format!(
+                "[defaults]\nbase = \"host\"\nnetwork = \"none\"\nrestart = \"always\"\n\n[[container]]\nname = \"web-{{n}}\"\ncount = {count}\n{SERVER}\n{extra}"
+            ),
+        )
+        .unwrap();
+    };
+    write(100, "");
+    let out = plinth(&td)
+        .arg("apply")
+        .arg(&manifest)
+        .arg("--dry-run")
+        .assert_success();
+    assert!(
+        out.stdout
+            .contains("plan: 100 create, 0 update, 0 start, 0 remove, 0 unchanged"),
+        "{out}"
+    );
+    assert!(ls(&td).is_empty(), "a dry run made containers");
+
+    let t0 = std::time::Instant::now();
+    let out = plinth(&td)
+        .arg("apply")
+        .arg(&manifest)
+        .timeout(Duration::from_secs(300))
+        .assert_success();
+    eprintln!("apply of 100 containers from nothing: {:?}", t0.elapsed());
+    assert!(out.stdout.contains("plan: 100 create"), "{out}");
+    let list = ls(&td);
+    assert_eq!(list.len(), 100);
+    let pids: Vec<(String, i64)> = list
+        .iter()
+        .map(|c| {
+            assert_eq!(c["state"], "running", "{c}");
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["pid"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    // Each answers on its own loopback with its own name; none shares a namespace.
+    let mut nets = std::collections::HashSet::new();
+    for (name, pid) in &pids {
+        assert_eq!(&get_in_netns(*pid), name);
+        assert!(nets.insert(fs::read_link(format!("/proc/{pid}/ns/net")).unwrap()));
+    }
+
+    // Idempotent.
+    let out = plinth(&td).arg("apply").arg(&manifest).assert_success();
+    assert!(
+        out.stdout
+            .contains("plan: 0 create, 0 update, 0 start, 0 remove, 100 unchanged"),
+        "{out}"
+    );
+    assert_eq!(
+        ls(&td)[0]["pid"],
+        list[0]["pid"],
+        "an unchanged container restarted"
+    );
+
+    // 90 of them, one changed: 10 removed, 1 updated, the rest untouched.
+    write(90, "\n[[container]]\nname = \"extra\"\nnetwork = \"host\"\ncommand = [\"/bin/busybox\", \"sleep\", \"1000\"]\n");
+    let out = plinth(&td).arg("apply").arg(&manifest).assert_success();
+    assert!(
+        out.stdout
+            .contains("plan: 1 create, 0 update, 0 start, 10 remove, 90 unchanged"),
+        "{out}"
+    );
+    let names: Vec<String> = ls(&td)
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names.len(), 91);
+    assert!(!names.contains(&"web-95".to_string()));
+    fs::write(
+        &manifest,
+        fs::read_to_string(&manifest)
+            .unwrap()
+            .replace("sleep\", \"1000", "sleep\", \"2000"),
+    )
+    .unwrap();
+    let out = plinth(&td).arg("apply").arg(&manifest).assert_success();
+    assert!(
+        out.stdout
+            .contains("plan: 0 create, 1 update, 0 start, 0 remove, 90 unchanged"),
+        "{out}"
+    );
+
+    // A container made by hand is not the manifest's: never removed, never taken over.
+    plinth(&td)
+        .args(["new", "mine", "--", "/bin/busybox", "sleep", "1000"])
+        .assert_success();
+    fs::write(&manifest, "").unwrap();
+    let out = plinth(&td)
+        .arg("apply")
+        .arg(&manifest)
+        .timeout(Duration::from_secs(300))
+        .assert_success();
+    assert!(out.stdout.contains("91 remove"), "{out}");
+    let left: Vec<String> = ls(&td)
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left, ["mine"]);
+    fs::write(
+        &manifest,
+        "[[container]]\nname = \"mine\"\ncommand = [\"/bin/true\"]\n",
+    )
+    .unwrap();
+    let out = plinth(&td).arg("apply").arg(&manifest).assert_failure();
+    assert!(out.stderr.contains("mine"), "{out}");
+    plinth(&td).args(["rm", "mine"]).assert_success();
+    assert!(fs::read_dir(td.path().join("state/containers"))
+        .unwrap()
+        .next()
+        .is_none());
 }

@@ -151,7 +151,11 @@ fn resolve_in(root: &Path, rel: &Path) -> bool {
 }
 
 /// Writes `config.json` for the container.
-pub(crate) fn write_config(dir: &Path, spec: &ContainerSpec) -> Result<(), FleetError> {
+pub(crate) fn write_config(
+    dir: &Path,
+    spec: &ContainerSpec,
+    netns: Option<&Path>,
+) -> Result<(), FleetError> {
     let template = plinth_runtime::template::default_spec(false);
     let mut c = serde_json::to_value(&template).expect("a spec serializes");
     c["root"] = json!({"path": dir.join("rootfs"), "readonly": false});
@@ -178,10 +182,11 @@ pub(crate) fn write_config(dir: &Path, spec: &ContainerSpec) -> Result<(), Fleet
     }
     let linux = &mut c["linux"];
     if let Some(ns) = linux["namespaces"].as_array_mut() {
-        if spec.network == Network::Host {
-            ns.retain(|n| n["type"] != "network");
-        } else if !ns.iter().any(|n| n["type"] == "network") {
-            ns.push(json!({"type": "network"}));
+        ns.retain(|n| n["type"] != "network");
+        match (spec.network, netns) {
+            (Network::None, Some(path)) => ns.push(json!({"type": "network", "path": path})),
+            (Network::None, None) => ns.push(json!({"type": "network"})),
+            (Network::Host, _) => {}
         }
         if !ns.iter().any(|n| n["type"] == "cgroup") {
             ns.push(json!({"type": "cgroup"}));

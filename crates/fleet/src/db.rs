@@ -56,6 +56,15 @@ impl Db {
             );",
         )
         .map_err(&err)?;
+        // Which manifest made a container (`apply` removes only its own).
+        let has_owner: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('containers') WHERE name = 'owner'")
+            .and_then(|mut s| s.exists([]))
+            .map_err(&err)?;
+        if !has_owner {
+            conn.execute_batch("ALTER TABLE containers ADD COLUMN owner TEXT;")
+                .map_err(&err)?;
+        }
         Ok(Db { conn })
     }
 
@@ -85,6 +94,40 @@ impl Db {
             )
             .map_err(|e| FleetError::Db(e.to_string()))?;
         Ok(n == 1)
+    }
+
+    /// The manifest that owns `name`, if any.
+    pub fn owner(&self, name: &str) -> Result<Option<String>, FleetError> {
+        self.conn
+            .query_row(
+                "SELECT owner FROM containers WHERE name = ?1",
+                params![name],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(|e| FleetError::Db(e.to_string()))
+    }
+
+    pub fn set_owner(&self, name: &str, owner: Option<&str>) -> Result<(), FleetError> {
+        self.conn
+            .execute(
+                "UPDATE containers SET owner = ?2 WHERE name = ?1",
+                params![name, owner],
+            )
+            .map_err(|e| FleetError::Db(e.to_string()))?;
+        Ok(())
+    }
+
+    pub fn set_spec(&self, spec: &ContainerSpec) -> Result<(), FleetError> {
+        let text = serde_json::to_string(spec).expect("a spec serializes");
+        self.conn
+            .execute(
+                "UPDATE containers SET spec = ?2 WHERE name = ?1",
+                params![spec.name, text],
+            )
+            .map_err(|e| FleetError::Db(e.to_string()))?;
+        Ok(())
     }
 
     pub fn get(&self, name: &str) -> Result<Option<Record>, FleetError> {

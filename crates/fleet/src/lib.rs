@@ -24,12 +24,15 @@
 //! ```
 #![deny(missing_docs)]
 
+mod apply;
 mod bundle;
 mod db;
+mod netns;
 mod spec;
 
+pub use apply::{Action, Manifest, Plan};
 pub use db::Record;
-pub use spec::{parse_size, Base, Bind, ContainerSpec, Network, DEFAULT_HIDE};
+pub use spec::{parse_size, Base, Bind, ContainerSpec, Network, Restart, DEFAULT_HIDE};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -199,14 +202,21 @@ impl Fleet {
         let dir = self.dir(name);
         bundle::unmount_root(&dir);
         bundle::mount_root(&dir, &rec.spec)?;
+        let netns = dir.join("netns");
+        netns::remove(&netns);
         let started = bundle::check_command(&dir, &rec.spec)
-            .and_then(|()| bundle::write_config(&dir, &rec.spec))
+            .and_then(|()| match rec.spec.network {
+                Network::None => netns::create(&netns).map(|()| Some(netns.clone())),
+                Network::Host => Ok(None),
+            })
+            .and_then(|ns| bundle::write_config(&dir, &rec.spec, ns.as_deref()))
             .and_then(|()| self.spawn(name, &dir));
         let pid = match started {
             Ok(pid) => pid,
             Err(e) => {
                 let _ = plinth_runtime::container::delete(&self.runtime, name, true);
                 bundle::unmount_root(&dir);
+                netns::remove(&netns);
                 let _ = self.db.set_state(name, "failed", None, None);
                 return Err(e);
             }
@@ -278,6 +288,7 @@ impl Fleet {
                 .map_err(|e| FleetError::Runtime(format!("{name}: {e}")))?;
         }
         bundle::unmount_root(&dir);
+        netns::remove(&dir.join("netns"));
         self.db.set_state(name, "stopped", None, None)
     }
 
@@ -298,6 +309,7 @@ impl Fleet {
         }
         let dir = self.dir(name);
         bundle::unmount_root(&dir);
+        netns::remove(&dir.join("netns"));
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

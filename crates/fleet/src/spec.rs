@@ -73,6 +73,33 @@ pub enum Network {
     Host,
 }
 
+/// What to do when the container's command ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    /// Leave it stopped.
+    #[default]
+    No,
+    /// Start it again when it fails.
+    OnFailure,
+    /// Start it again whenever it ends.
+    Always,
+}
+
+impl Restart {
+    /// `no`, `on-failure` or `always`.
+    pub fn parse(s: &str) -> Result<Restart, FleetError> {
+        match s {
+            "no" => Ok(Restart::No),
+            "on-failure" => Ok(Restart::OnFailure),
+            "always" => Ok(Restart::Always),
+            _ => Err(FleetError::Invalid(format!(
+                "restart {s}: expected no, on-failure or always"
+            ))),
+        }
+    }
+}
+
 /// A bind mount from the host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bind {
@@ -139,6 +166,9 @@ pub struct ContainerSpec {
     pub cpus: Option<f64>,
     /// Process limit.
     pub pids: Option<i64>,
+    /// The restart policy, applied by the supervisor.
+    #[serde(default)]
+    pub restart: Restart,
 }
 
 /// The paths hidden when `--hide` is not given.
@@ -166,6 +196,7 @@ impl ContainerSpec {
             memory: None,
             cpus: None,
             pids: None,
+            restart: Restart::No,
         })
     }
 
