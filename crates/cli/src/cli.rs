@@ -272,7 +272,7 @@ pub struct NewArgs {
     /// /home /tmp /var/tmp].
     #[arg(long, value_name = "PATH")]
     pub hide: Vec<PathBuf>,
-    /// Mount a host path: SRC:DST[:ro]; repeatable.
+    /// Mount a host path: `SRC:DST[:ro]`; repeatable.
     #[arg(long, value_name = "SRC:DST[:ro]")]
     pub bind: Vec<String>,
     /// KEY=VALUE; repeatable.
