@@ -122,6 +122,30 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// After the platform changed: restart the running containers that map
+    /// changed platform files, in waves; report files that containers
+    /// shadow.
+    Upgrade {
+        /// Report only.
+        #[arg(long)]
+        dry_run: bool,
+        /// Containers restarted per wave.
+        #[arg(long, default_value_t = 10)]
+        parallel: usize,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Install or remove the apt hook that runs `plinth upgrade` after
+    /// every dpkg run.
+    Hook {
+        /// `install` or `remove`.
+        #[arg(value_parser = ["install", "remove"])]
+        action: String,
+        /// apt's configuration directory.
+        #[arg(long, default_value = "/etc/apt/apt.conf.d")]
+        apt_dir: PathBuf,
+    },
     /// List the fleet's containers.
     Ls {
         /// Output format.

@@ -51,6 +51,12 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Rm { force, name } => crate::fleet::rm(g, &name, force),
         Command::Ls { format } => crate::fleet::ls(g, format),
         Command::Apply { manifest, dry_run } => crate::fleet::apply(g, &manifest, dry_run),
+        Command::Hook { action, apt_dir } => crate::fleet::hook(&action, &apt_dir),
+        Command::Upgrade {
+            dry_run,
+            parallel,
+            format,
+        } => crate::fleet::upgrade(g, dry_run, parallel, format),
         Command::State { id } => {
             let st = container::state(&root, &id)?;
             println!("{}", serde_json::to_string_pretty(&st.oci_state())?);

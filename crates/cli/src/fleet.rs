@@ -147,3 +147,83 @@ pub fn apply(g: &GlobalArgs, path: &std::path::Path, dry_run: bool) -> Result<i3
     println!("{summary}");
     Ok(0)
 }
+
+/// `plinth upgrade`.
+pub fn upgrade(g: &GlobalArgs, dry_run: bool, parallel: usize, format: Format) -> Result<i32> {
+    let fleet = open(g)?;
+    let table = format == Format::Table;
+    let report = fleet.upgrade(dry_run, parallel, &mut |name| {
+        if table {
+            println!("restarted {name}");
+        }
+    })?;
+    if !table {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for a in &report.affected {
+            println!(
+                "affected  {}: maps {} changed platform file(s): {}",
+                a.name,
+                a.changed.len(),
+                a.changed.join(" ")
+            );
+            for c in &a.check_failures {
+                println!("  check fails on the new platform: {c}");
+            }
+        }
+        for a in report.affected.iter().chain(&report.unaffected) {
+            for s in &a.shadowed {
+                println!("shadowed  {}: {s} hides a platform file changed since it started; it will not get the update", a.name);
+            }
+        }
+        println!(
+            "{} affected, {} unaffected, {} restarted{}",
+            report.affected.len(),
+            report.unaffected.len(),
+            report.restarted.len(),
+            if dry_run { " (dry run)" } else { "" }
+        );
+    }
+    if let Some((name, why)) = &report.failed {
+        anyhow::bail!("{name}: the rollout stopped: {why}");
+    }
+    Ok(0)
+}
+
+/// The apt hook file `plinth hook install` writes.
+pub const HOOK_FILE: &str = "80plinth-upgrade";
+
+/// `plinth hook install|remove`.
+pub fn hook(action: &str, apt_dir: &std::path::Path) -> Result<i32> {
+    let path = apt_dir.join(HOOK_FILE);
+    if action == "remove" {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| path.display().to_string()),
+        }
+        return Ok(0);
+    }
+    let exe = std::env::current_exe().context("the plinth binary")?;
+    let exe = exe
+        .to_str()
+        .context("the plinth binary's path is not UTF-8")?;
+    anyhow::ensure!(
+        !exe.contains('"') && !exe.contains('\\'),
+        "{exe}: a path with quotes or backslashes cannot go into an apt hook"
+    );
+    let text = format!(
+        "// Written by `plinth hook install`: after dpkg changed the host platform,\n\
+         // restart the containers that map changed files (`plinth hook remove` undoes it).\n\
+         DPkg::Post-Invoke {{ \"if [ -x {exe} ]; then {exe} upgrade || true; fi\"; }};\n"
+    );
+    let mut tmp = path.clone().into_os_string();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, text).with_context(|| path.display().to_string())?;
+    std::fs::rename(&tmp, &path).with_context(|| path.display().to_string())?;
+    println!(
+        "{}: plinth upgrade runs after every dpkg run",
+        path.display()
+    );
+    Ok(0)
+}

@@ -384,3 +384,192 @@ fn apply_converges_and_every_container_answers_in_its_own_network() {
         .next()
         .is_none());
 }
+
+/// A small platform root: the host's dynamic `sleep` with its loader and libc, and the
+/// static busybox.
+fn small_platform(td: &TestDir) -> PathBuf {
+    let root = td.path().join("platform");
+    for (src, dst) in [
+        ("/usr/bin/sleep", "usr/bin/sleep"),
+        ("/lib64/ld-linux-x86-64.so.2", "lib64/ld-linux-x86-64.so.2"),
+        (
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            "lib/x86_64-linux-gnu/libc.so.6",
+        ),
+        ("/bin/busybox", "bin/busybox"),
+    ] {
+        let to = root.join(dst);
+        fs::create_dir_all(to.parent().unwrap()).unwrap();
+        fs::copy(src, &to).unwrap();
+    }
+    root
+}
+
+fn pid_of(td: &TestDir, name: &str) -> i64 {
+    entry(td, name)["pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{name} has no pid"))
+}
+
+/// The inode `pid` maps for `path`.
+fn mapped_inode(pid: i64, path: &str) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .find(|l| l.ends_with(path))
+        .and_then(|l| l.split_whitespace().nth(4)?.parse().ok())
+        .unwrap_or_else(|| panic!("{pid} does not map {path}"))
+}
+
+#[test]
+fn upgrade_restarts_exactly_the_containers_that_map_a_changed_file() {
+    if !require_root() || !require(common::host_busybox_is_static(), "a static /bin/busybox") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let td = TestDir::new("fleet-upgrade");
+    let _g = FleetGuard(&td);
+    let platform = small_platform(&td);
+    let base = format!("--base=dir:{}", platform.display());
+    let libc = "/lib/x86_64-linux-gnu/libc.so.6";
+    plinth(&td)
+        .args(["new", "dynamic", &base, "--", "/usr/bin/sleep", "1000"])
+        .assert_success();
+    plinth(&td)
+        .args([
+            "new",
+            "static",
+            &base,
+            "--",
+            "/bin/busybox",
+            "sleep",
+            "1000",
+        ])
+        .assert_success();
+    plinth(&td)
+        .args(["new", "own-libc", &base, "--", "/usr/bin/sleep", "1000"])
+        .assert_success();
+    // own-libc carries its own copy of libc in its upper layer.
+    let own = container_dir(&td, "own-libc")
+        .join("upper")
+        .join(&libc[1..]);
+    fs::create_dir_all(own.parent().unwrap()).unwrap();
+    fs::copy(platform.join(&libc[1..]), &own).unwrap();
+    for n in ["dynamic", "static", "own-libc"] {
+        plinth(&td).args(["start", n]).assert_success();
+    }
+    let before: Vec<i64> = ["dynamic", "static", "own-libc"]
+        .iter()
+        .map(|n| pid_of(&td, n))
+        .collect();
+    let _ = mapped_inode(before[0], libc);
+
+    // Nothing changed yet.
+    let v = plinth(&td)
+        .args(["upgrade", "--dry-run", "--format", "json"])
+        .json();
+    assert_eq!(v["affected"].as_array().unwrap().len(), 0, "{v:#}");
+
+    // The platform's libc is replaced the way a package manager does it: a new file
+    // renamed over the old one.
+    std::thread::sleep(Duration::from_millis(1100));
+    let new = platform.join("lib/x86_64-linux-gnu/.libc.so.6.new");
+    fs::copy(platform.join(&libc[1..]), &new).unwrap();
+    fs::rename(&new, platform.join(&libc[1..])).unwrap();
+    let new_inode = fs::metadata(platform.join(&libc[1..])).unwrap().ino();
+
+    let v = plinth(&td)
+        .args(["upgrade", "--dry-run", "--format", "json"])
+        .json();
+    let affected: Vec<&str> = v["affected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(affected, ["dynamic"], "{v:#}");
+    assert!(
+        v["affected"][0]["changed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == libc),
+        "{v:#}"
+    );
+    let own_entry = v["unaffected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "own-libc")
+        .unwrap();
+    assert_eq!(own_entry["shadowed"], serde_json::json!([libc]), "{v:#}");
+    assert_eq!(pid_of(&td, "dynamic"), before[0], "a dry run restarted");
+
+    let out = plinth(&td)
+        .args(["upgrade", "--parallel", "2"])
+        .assert_success();
+    assert!(out.stdout.contains("restarted dynamic"), "{out}");
+    assert!(
+        out.stdout
+            .contains("shadowed  own-libc: /lib/x86_64-linux-gnu/libc.so.6"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("1 affected, 2 unaffected, 1 restarted"),
+        "{out}"
+    );
+    let after: Vec<i64> = ["dynamic", "static", "own-libc"]
+        .iter()
+        .map(|n| pid_of(&td, n))
+        .collect();
+    assert_ne!(after[0], before[0], "dynamic was not restarted");
+    assert_eq!(after[1..], before[1..], "an unaffected container restarted");
+    assert_eq!(
+        mapped_inode(after[0], libc),
+        new_inode,
+        "the restarted process maps the new libc"
+    );
+    let v = plinth(&td)
+        .args(["upgrade", "--dry-run", "--format", "json"])
+        .json();
+    assert_eq!(v["affected"].as_array().unwrap().len(), 0, "{v:#}");
+}
+
+#[test]
+fn the_apt_hook() {
+    let td = TestDir::new("fleet-hook");
+    let dir = td.path().join("apt.conf.d");
+    fs::create_dir(&dir).unwrap();
+    plinth(&td)
+        .args(["hook", "install", "--apt-dir"])
+        .arg(&dir)
+        .assert_success();
+    let text = fs::read_to_string(dir.join("80plinth-upgrade")).unwrap();
+    let exe = common::runtime_bin();
+    assert!(
+        text.contains(&format!(
+            "DPkg::Post-Invoke {{ \"if [ -x {0} ]; then {0} upgrade || true; fi\"; }};",
+            exe.display()
+        )),
+        "{text}"
+    );
+    // apt itself accepts the file.
+    if Path::new("/usr/bin/apt-config").exists() {
+        let out = std::process::Command::new("apt-config")
+            .arg("-c")
+            .arg(dir.join("80plinth-upgrade"))
+            .args(["dump", "DPkg::Post-Invoke"])
+            .output()
+            .unwrap();
+        let dump = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && dump.contains("upgrade || true"),
+            "{dump}"
+        );
+    }
+    plinth(&td)
+        .args(["hook", "remove", "--apt-dir"])
+        .arg(&dir)
+        .assert_success();
+    assert!(fs::read_dir(&dir).unwrap().next().is_none());
+}

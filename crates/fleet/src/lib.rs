@@ -29,10 +29,12 @@ mod bundle;
 mod db;
 mod netns;
 mod spec;
+mod upgrade;
 
 pub use apply::{Action, Manifest, Plan};
 pub use db::Record;
 pub use spec::{parse_size, Base, Bind, ContainerSpec, Network, Restart, DEFAULT_HIDE};
+pub use upgrade::{Affected, UpgradeReport};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
