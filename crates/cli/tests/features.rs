@@ -380,8 +380,8 @@ fn mount_propagation_options() {
     // A shared host mount, so that a slave can have a master.
     let dir = td.fresh("shared-src");
     fs::create_dir_all(&dir).unwrap();
-    let _m = HostMount::new(&["--bind", dir.to_str().unwrap()], &dir);
-    let _s = HostMount::new(&["--make-shared"], &dir);
+    let _m = HostMount::bind(&dir, &dir);
+    let _s = HostMount::make_shared(&dir);
     let mut b = td.bundle();
     for (dest, prop) in [
         ("/p-private", "private"),

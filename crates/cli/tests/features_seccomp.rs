@@ -448,3 +448,38 @@ fn a_hook_past_its_timeout_is_killed_and_reported() {
         .unwrap_or(false);
     assert!(!alive, "the hook (pid {}) still runs", pid.trim());
 }
+
+#[test]
+fn a_filter_that_denies_the_inits_own_calls_is_an_error_not_a_crash() {
+    if !require_container_host() {
+        return;
+    }
+    // Without no_new_privs the filter is loaded before the init switches user and
+    // sets the umask: a profile denying umask must give a clear error.
+    let td = TestDir::new("sc-umask");
+    let bundle = writable(&td)
+        .set("/process/noNewPrivileges", json!(false))
+        .set(
+            "/linux/seccomp",
+            json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": ["SCMP_ARCH_X86_64"],
+                "syscalls": [{"names": ["umask"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]
+            }),
+        )
+        .args(&["true"])
+        .write();
+    let out = td
+        .plinth()
+        .args(["run", "--bundle"])
+        .arg(bundle.path())
+        .arg(common::container_id())
+        .assert_failure();
+    assert!(out.stderr.contains("umask"), "{out}");
+    assert!(
+        out.stderr.contains("Function not implemented") || out.stderr.contains("ENOSYS"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("panicked"), "{out}");
+    assert_ne!(out.code(), Some(139), "{out}");
+}

@@ -154,6 +154,23 @@ pub(crate) fn mount_setattr_recursive(fd: BorrowedFd<'_>, attr: MountAttr) -> ni
 /// Marks every descriptor from `first` upwards close-on-exec
 /// (`close_range(first, ~0, CLOSE_RANGE_CLOEXEC)`, Linux 5.11), falling
 /// back to walking `/proc/self/fd`.
+/// `umask(2)` that reports failure. umask cannot fail in the kernel, so C
+/// libraries pass its result through unchecked; a seccomp filter can still
+/// make it return `-errno`, which no mode can be.
+pub(crate) fn set_umask(mask: u32) -> nix::Result<()> {
+    // SAFETY: umask has no memory arguments.
+    let old = unsafe { libc::umask(mask as libc::mode_t) };
+    if old <= 0o7777 {
+        return Ok(());
+    }
+    let raw = old as i32;
+    Err(if (-4095..0).contains(&raw) {
+        nix::errno::Errno::from_raw(-raw)
+    } else {
+        nix::errno::Errno::last()
+    })
+}
+
 pub(crate) fn cloexec_from(first: RawFd) -> nix::Result<()> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range only changes descriptor flags.

@@ -8,7 +8,6 @@ use std::io::IoSliceMut;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -178,19 +177,10 @@ pub struct HostMount {
 }
 
 impl HostMount {
-    /// `mount <args...> <target>` with the host's mount(8).
-    pub fn new(args: &[&str], target: &Path) -> HostMount {
-        let out = Command::new("mount")
-            .args(args)
-            .arg(target)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "mount {args:?} {}: {}",
-            target.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+    fn made(what: &str, target: &Path, r: nix::Result<()>) -> HostMount {
+        if let Err(e) = r {
+            panic!("{what} {}: {e}", target.display());
+        }
         HostMount {
             target: target.to_path_buf(),
         }
@@ -198,7 +188,38 @@ impl HostMount {
 
     /// A tmpfs at `target`.
     pub fn tmpfs(target: &Path) -> HostMount {
-        HostMount::new(&["-t", "tmpfs", "tmpfs"], target)
+        let r = nix::mount::mount(
+            Some("tmpfs"),
+            target,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        );
+        HostMount::made("mount tmpfs on", target, r)
+    }
+
+    /// `source` bind-mounted on `target`.
+    pub fn bind(source: &Path, target: &Path) -> HostMount {
+        let r = nix::mount::mount(
+            Some(source),
+            target,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        );
+        HostMount::made("bind mount on", target, r)
+    }
+
+    /// The mount at `target` made shared (its guard detaches it too).
+    pub fn make_shared(target: &Path) -> HostMount {
+        let r = nix::mount::mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            nix::mount::MsFlags::MS_SHARED,
+            None::<&str>,
+        );
+        HostMount::made("make shared", target, r)
     }
 }
 

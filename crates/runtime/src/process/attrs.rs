@@ -242,6 +242,6 @@ pub(crate) fn set_user(process: &Process, in_userns: bool) -> Result<(), InitErr
     set_capabilities(caps_cfg)?;
     // The spec leaves the default to the runtime; 0022 is runc's.
     let mask = user.umask().unwrap_or(0o022);
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
-    Ok(())
+    crate::sys::set_umask(mask)
+        .map_err(|e| InitError::new(InitStage::User, format!("process.user.umask {mask:#o}"), e))
 }
