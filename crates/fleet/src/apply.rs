@@ -229,31 +229,43 @@ impl Fleet {
         report: &mut dyn FnMut(Action, &str),
     ) -> Result<(), FleetError> {
         let owner = m.path.to_string_lossy().to_string();
+        let mut to_start: Vec<(Action, String)> = Vec::new();
         for (action, name) in &plan.steps {
             match action {
                 Action::Create => {
                     self.create(m.containers[name].clone())?;
                     self.db.set_owner(name, Some(&owner))?;
-                    self.start(name)?;
+                    to_start.push((*action, name.clone()));
                 }
                 Action::Update => {
                     self.stop(name, Duration::from_secs(10))?;
                     let spec = m.containers[name].clone();
                     crate::bundle::make_layers(&self.dir(name), &spec)?;
                     self.db.set_spec(&spec)?;
-                    self.start(name)?;
+                    to_start.push((*action, name.clone()));
                 }
-                Action::Start => {
-                    self.start(name)?;
+                Action::Start => to_start.push((*action, name.clone())),
+                Action::Remove => {
+                    self.remove(name, true)?;
+                    report(*action, name);
                 }
-                Action::Remove => self.remove(name, true)?,
-                Action::Unchanged => {}
+                Action::Unchanged => report(*action, name),
             }
-            report(*action, name);
         }
-        Ok(())
+        // Each start is its own `plinth run` process: run a few at once.
+        let names: Vec<String> = to_start.iter().map(|(_, n)| n.clone()).collect();
+        let actions: std::collections::HashMap<&str, Action> =
+            to_start.iter().map(|(a, n)| (n.as_str(), *a)).collect();
+        self.start_many(&names, START_PARALLEL, &mut |name, r| {
+            if r.is_ok() {
+                report(actions[name], name);
+            }
+        })
     }
 }
+
+/// Runtime processes an apply runs at once.
+const START_PARALLEL: usize = 8;
 
 #[cfg(test)]
 mod tests {

@@ -192,6 +192,58 @@ impl Fleet {
     /// `plinth start NAME`: mounts the container's root and runs its
     /// command; returns the init's pid.
     pub fn start(&self, name: &str) -> Result<i32, FleetError> {
+        let mut result = None;
+        let all = self.start_many(&[name.to_string()], 1, &mut |_, r| {
+            result = Some(r.as_ref().map(|p| *p).ok());
+        });
+        all?;
+        result
+            .flatten()
+            .ok_or_else(|| FleetError::Runtime(format!("{name}: cannot start")))
+    }
+
+    /// Starts `names`, with up to `parallel` runtime processes at once (each
+    /// container is still made by its own single-threaded `plinth run`);
+    /// `report` gets each result. Returns the first failure once all are
+    /// done.
+    pub fn start_many(
+        &self,
+        names: &[String],
+        parallel: usize,
+        report: &mut dyn FnMut(&str, &Result<i32, FleetError>),
+    ) -> Result<(), FleetError> {
+        let mut first_err = None;
+        let mut running: std::collections::VecDeque<(String, std::process::Child)> =
+            std::collections::VecDeque::new();
+        let mut done = |name: &str, r: Result<i32, FleetError>| {
+            report(name, &r);
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        };
+        for name in names {
+            match self.prepare_start(name) {
+                Ok(child) => running.push_back((name.clone(), child)),
+                Err(e) => done(name, Err(e)),
+            }
+            while running.len() >= parallel.max(1) {
+                if let Some((n, c)) = running.pop_front() {
+                    done(&n, self.finish_start(&n, c));
+                }
+            }
+        }
+        while let Some((n, c)) = running.pop_front() {
+            done(&n, self.finish_start(&n, c));
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Everything before the runtime: checks, the root mount, the network
+    /// namespace and the config; then the runtime process, not waited for.
+    fn prepare_start(&self, name: &str) -> Result<std::process::Child, FleetError> {
         let rec = self.record(name)?;
         if self.live(&rec).0 == "running" {
             return Err(FleetError::State {
@@ -206,35 +258,67 @@ impl Fleet {
         bundle::mount_root(&dir, &rec.spec)?;
         let netns = dir.join("netns");
         netns::remove(&netns);
-        let started = bundle::check_command(&dir, &rec.spec)
+        let spawned = bundle::check_command(&dir, &rec.spec)
             .and_then(|()| match rec.spec.network {
                 Network::None => netns::create(&netns).map(|()| Some(netns.clone())),
                 Network::Host => Ok(None),
             })
             .and_then(|ns| bundle::write_config(&dir, &rec.spec, ns.as_deref()))
             .and_then(|()| self.spawn(name, &dir));
-        let pid = match started {
-            Ok(pid) => pid,
-            Err(e) => {
-                let _ = plinth_runtime::container::delete(&self.runtime, name, true);
-                bundle::unmount_root(&dir);
-                netns::remove(&netns);
-                let _ = self.db.set_state(name, "failed", None, None);
-                return Err(e);
-            }
-        };
-        self.db.set_state(
-            name,
-            "running",
-            Some(pid),
-            Some(&plinth_runtime::timestamp()),
-        )?;
-        Ok(pid)
+        if spawned.is_err() {
+            self.undo_start(name);
+        }
+        spawned
     }
 
-    /// Runs `plinth --root RUN run --detach` with the container's log as
+    /// A start that failed leaves no runtime state, mount or namespace.
+    fn undo_start(&self, name: &str) {
+        let dir = self.dir(name);
+        let _ = plinth_runtime::container::delete(&self.runtime, name, true);
+        bundle::unmount_root(&dir);
+        netns::remove(&dir.join("netns"));
+        let _ = self.db.set_state(name, "failed", None, None);
+    }
+
+    /// Waits for the runtime process of `name` and records the result.
+    fn finish_start(&self, name: &str, mut child: std::process::Child) -> Result<i32, FleetError> {
+        let dir = self.dir(name);
+        let started = child
+            .wait()
+            .map_err(io(self.runtime_exe.display().to_string()))
+            .and_then(|status| {
+                if status.success() {
+                    plinth_runtime::container::state(&self.runtime, name)
+                        .map(|st| st.pid)
+                        .map_err(|e| FleetError::Runtime(format!("{name}: {e}")))
+                } else {
+                    let why = std::fs::read_to_string(dir.join("start-error.log"))
+                        .ok()
+                        .and_then(|t| t.lines().last().map(str::to_string))
+                        .unwrap_or_else(|| format!("the runtime exited with {status}"));
+                    Err(FleetError::Runtime(format!("{name}: cannot start: {why}")))
+                }
+            });
+        match started {
+            Ok(pid) => {
+                self.db.set_state(
+                    name,
+                    "running",
+                    Some(pid),
+                    Some(&plinth_runtime::timestamp()),
+                )?;
+                Ok(pid)
+            }
+            Err(e) => {
+                self.undo_start(name);
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts `plinth --root RUN run --detach` with the container's log as
     /// its output.
-    fn spawn(&self, name: &str, dir: &Path) -> Result<i32, FleetError> {
+    fn spawn(&self, name: &str, dir: &Path) -> Result<std::process::Child, FleetError> {
         let log_path = dir.join("console.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -246,7 +330,7 @@ impl Fleet {
             .map_err(io(log_path.display().to_string()))?;
         let error_file = dir.join("start-error.log");
         let _ = std::fs::remove_file(&error_file);
-        let status = std::process::Command::new(&self.runtime_exe)
+        std::process::Command::new(&self.runtime_exe)
             .arg("--root")
             .arg(self.runtime.path())
             .arg("--log")
@@ -257,18 +341,8 @@ impl Fleet {
             .stdin(std::process::Stdio::null())
             .stdout(log)
             .stderr(err_log)
-            .status()
-            .map_err(io(self.runtime_exe.display().to_string()))?;
-        if !status.success() {
-            let why = std::fs::read_to_string(&error_file)
-                .ok()
-                .and_then(|t| t.lines().last().map(str::to_string))
-                .unwrap_or_else(|| format!("the runtime exited with {status}"));
-            return Err(FleetError::Runtime(format!("{name}: cannot start: {why}")));
-        }
-        let st = plinth_runtime::container::state(&self.runtime, name)
-            .map_err(|e| FleetError::Runtime(format!("{name}: {e}")))?;
-        Ok(st.pid)
+            .spawn()
+            .map_err(io(self.runtime_exe.display().to_string()))
     }
 
     /// `plinth stop NAME`: SIGTERM, then SIGKILL after `timeout`; the

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Fleet benchmark: 100 idle busybox containers made from nothing, side by side in one run
+# with what an operator would use instead: plinth apply (host-platform containers),
+# LXC overlay clones of one busybox container (lxc-copy -s -B overlayfs, lxc-start), and
+# podman (run -d of a local busybox image). For each: the wall time to have all N
+# running, and host memory per idle container (the fall of MemAvailable over N
+# containers, their runtime processes included), then the time to remove them all.
+#
+# Usage: bench/fleet.sh [N]        (default 100)
+# Environment: PLINTH (binary), NO_BUILD=1 to skip `cargo build --release`.
+# Results: bench/out/fleet-<date>/summary.md, printed at the end.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+
+N=${1:-100}
+if [ "$(id -u)" -ne 0 ]; then
+	echo "error: the benchmark runs containers and needs root" >&2
+	exit 1
+fi
+ensure_packages busybox-static lxc podman
+if [ -z "${PLINTH:-}" ]; then
+	if [ "${NO_BUILD:-0}" != 1 ]; then
+		load_cargo_env
+		step "cargo build --release"
+		cargo build --release
+	fi
+	PLINTH=$PWD/target/release/plinth
+fi
+OUT=bench/out/fleet-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$OUT"
+WORK=$(mktemp -d /var/tmp/plinth-fleet-bench.XXXXXX)
+trap 'cleanup' EXIT
+
+mem_available_kib() { awk '/^MemAvailable:/ {print $2}' /proc/meminfo; }
+settle() { sync; echo 3 >/proc/sys/vm/drop_caches; sleep 2; }
+now() { date +%s.%N; }
+
+cleanup() {
+	set +e
+	# Only the manifest that made them removes them: empty it and apply it.
+	printf '' >"$WORK/fleet.toml"
+	PLINTH_STATE_DIR=$WORK/state "$PLINTH" --root "$WORK/run" apply "$WORK/fleet.toml" >/dev/null 2>&1
+	for i in $(seq 1 "$N"); do lxc-destroy -f -n "plinth-bench-$i" >/dev/null 2>&1; done
+	lxc-destroy -f -n plinth-bench-base >/dev/null 2>&1
+	podman ps -a -q --filter label=plinth-bench | xargs -r podman rm -f >/dev/null 2>&1
+	rm -rf "$WORK"
+}
+
+cat >"$WORK/fleet.toml" <<TOML
+[defaults]
+base = "host"
+network = "none"
+
+[[container]]
+name = "idle-{n}"
+count = $N
+command = ["/bin/busybox", "sleep", "100000"]
+TOML
+
+declare -A UP MEM DOWN
+
+step "plinth apply: $N containers"
+settle
+before=$(mem_available_kib)
+t0=$(now)
+PLINTH_STATE_DIR=$WORK/state "$PLINTH" --root "$WORK/run" apply "$WORK/fleet.toml" >/dev/null
+t1=$(now)
+settle
+after=$(mem_available_kib)
+running=$(PLINTH_STATE_DIR=$WORK/state "$PLINTH" --root "$WORK/run" ls --format json | grep -c '"state": "running"')
+printf '' >"$WORK/fleet.toml"
+t2=$(now)
+PLINTH_STATE_DIR=$WORK/state "$PLINTH" --root "$WORK/run" apply "$WORK/fleet.toml" >/dev/null
+t3=$(now)
+left=$(PLINTH_STATE_DIR=$WORK/state "$PLINTH" --root "$WORK/run" ls --format json | grep -c '"name"' || true)
+echo "plinth: $left left after the manifest was emptied"
+UP[plinth]=$(echo "$t1 - $t0" | bc -l)
+DOWN[plinth]=$(echo "$t3 - $t2" | bc -l)
+MEM[plinth]=$(((before - after) / N))
+echo "plinth: $running running"
+
+step "LXC: lxc-copy -s -B overlayfs of a busybox container, lxc-start, $N times"
+lxc_ok=1
+if lxc-create -q -t busybox -n plinth-bench-base >"$OUT/lxc-create.log" 2>&1; then
+	cfg=/var/lib/lxc/plinth-bench-base/config
+	sed -i '/^lxc.net.0/d' "$cfg"
+	echo "lxc.net.0.type = empty" >>"$cfg"
+	settle
+	before=$(mem_available_kib)
+	t0=$(now)
+	for i in $(seq 1 "$N"); do
+		lxc-copy -s -B overlayfs -n plinth-bench-base -N "plinth-bench-$i" >>"$OUT/lxc.log" 2>&1 &&
+			lxc-start -n "plinth-bench-$i" >>"$OUT/lxc.log" 2>&1 || lxc_ok=0
+	done
+	t1=$(now)
+	settle
+	after=$(mem_available_kib)
+	running=$(lxc-ls --running | wc -w)
+	echo "LXC: $running running"
+	t2=$(now)
+	for i in $(seq 1 "$N"); do lxc-destroy -f -n "plinth-bench-$i" >>"$OUT/lxc.log" 2>&1; done
+	t3=$(now)
+	UP[lxc]=$(echo "$t1 - $t0" | bc -l)
+	DOWN[lxc]=$(echo "$t3 - $t2" | bc -l)
+	MEM[lxc]=$(((before - after) / N))
+else
+	lxc_ok=0
+	echo "LXC: lxc-create failed (see $OUT/lxc-create.log)" >&2
+fi
+
+step "podman run -d, $N times"
+image=localhost/plinth-busybox:test
+if podman image exists "$image"; then
+	settle
+	before=$(mem_available_kib)
+	t0=$(now)
+	for i in $(seq 1 "$N"); do
+		# crun 1.8, podman's default here, refuses this host's hybrid cgroups.
+		podman run -d --runtime runc --label plinth-bench --network none --name "plinth-bench-$i" \
+			"$image" sleep 100000 >>"$OUT/podman.log" 2>&1 || echo "podman run $i failed" >&2
+	done
+	t1=$(now)
+	settle
+	after=$(mem_available_kib)
+	echo "podman: $(podman ps --filter label=plinth-bench -q | wc -l) running"
+	t2=$(now)
+	podman ps -a -q --filter label=plinth-bench | xargs -r podman rm -f >>"$OUT/podman.log" 2>&1
+	t3=$(now)
+	UP[podman]=$(echo "$t1 - $t0" | bc -l)
+	DOWN[podman]=$(echo "$t3 - $t2" | bc -l)
+	MEM[podman]=$(((before - after) / N))
+else
+	echo "podman: image $image missing (the podman tests build it); skipped" >&2
+fi
+
+{
+	echo "| tool | $N up (s) | per container (KiB of MemAvailable) | $N removed (s) |"
+	echo "| --- | ---: | ---: | ---: |"
+	for t in plinth lxc podman; do
+		[ -n "${UP[$t]:-}" ] || continue
+		printf '| %s | %.2f | %s | %.2f |\n' "$t" "${UP[$t]}" "${MEM[$t]}" "${DOWN[$t]}"
+	done
+	[ "$lxc_ok" = 1 ] || echo "(LXC: some containers failed; see lxc.log)"
+} | tee "$OUT/summary.md"
+echo "results in $OUT"
