@@ -81,6 +81,31 @@ DOWN[plinth]=$(echo "$t3 - $t2" | bc -l)
 MEM[plinth]=$(((before - after) / N))
 echo "plinth: $running running"
 
+step "plinth upgrade: $N containers on a dir: platform whose libc is replaced"
+PLAT=$WORK/platform
+for f in /usr/bin/sleep /lib64/ld-linux-x86-64.so.2 /lib/x86_64-linux-gnu/libc.so.6; do
+	mkdir -p "$PLAT$(dirname "$f")"
+	cp "$f" "$PLAT$f"
+done
+cat >"$WORK/fleet.toml" <<TOML
+[[container]]
+name = "dyn-{n}"
+count = $N
+base = "dir:$PLAT"
+command = ["/usr/bin/sleep", "100000"]
+TOML
+PLINTH_STATE_DIR=$WORK/state "$PLINTH" --root "$WORK/run" apply "$WORK/fleet.toml" >/dev/null
+cp "$PLAT/lib/x86_64-linux-gnu/libc.so.6" "$PLAT/lib/x86_64-linux-gnu/.libc.new"
+mv "$PLAT/lib/x86_64-linux-gnu/.libc.new" "$PLAT/lib/x86_64-linux-gnu/libc.so.6"
+# sleep as a container's PID 1 ignores SIGTERM: no grace period (--timeout 0).
+t0=$(now)
+PLINTH_STATE_DIR=$WORK/state "$PLINTH" --root "$WORK/run" upgrade --parallel 10 --timeout 0 >"$OUT/upgrade.txt"
+t1=$(now)
+tail -n 1 "$OUT/upgrade.txt"
+ROLL=$(echo "$t1 - $t0" | bc -l)
+printf '' >"$WORK/fleet.toml"
+PLINTH_STATE_DIR=$WORK/state "$PLINTH" --root "$WORK/run" apply "$WORK/fleet.toml" >/dev/null
+
 step "LXC: lxc-copy -s -B overlayfs of a busybox container, lxc-start, $N times"
 lxc_ok=1
 if lxc-create -q -t busybox -n plinth-bench-base >"$OUT/lxc-create.log" 2>&1; then
@@ -143,5 +168,6 @@ fi
 		printf '| %s | %.2f | %s | %.2f |\n' "$t" "${UP[$t]}" "${MEM[$t]}" "${DOWN[$t]}"
 	done
 	[ "$lxc_ok" = 1 ] || echo "(LXC: some containers failed; see lxc.log)"
+	printf '\nplinth upgrade, %s containers affected, waves of 10, no grace period: %.2f s\n' "$N" "$ROLL"
 } | tee "$OUT/summary.md"
 echo "results in $OUT"

@@ -132,6 +132,9 @@ pub enum Command {
         /// Containers restarted per wave.
         #[arg(long, default_value_t = 10)]
         parallel: usize,
+        /// Seconds a container gets between SIGTERM and SIGKILL.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,

@@ -55,8 +55,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Upgrade {
             dry_run,
             parallel,
+            timeout,
             format,
-        } => crate::fleet::upgrade(g, dry_run, parallel, format),
+        } => crate::fleet::upgrade(g, dry_run, parallel, timeout, format),
         Command::State { id } => {
             let st = container::state(&root, &id)?;
             println!("{}", serde_json::to_string_pretty(&st.oci_state())?);

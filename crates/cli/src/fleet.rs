@@ -149,14 +149,25 @@ pub fn apply(g: &GlobalArgs, path: &std::path::Path, dry_run: bool) -> Result<i3
 }
 
 /// `plinth upgrade`.
-pub fn upgrade(g: &GlobalArgs, dry_run: bool, parallel: usize, format: Format) -> Result<i32> {
+pub fn upgrade(
+    g: &GlobalArgs,
+    dry_run: bool,
+    parallel: usize,
+    timeout: u64,
+    format: Format,
+) -> Result<i32> {
     let fleet = open(g)?;
     let table = format == Format::Table;
-    let report = fleet.upgrade(dry_run, parallel, &mut |name| {
-        if table {
-            println!("restarted {name}");
-        }
-    })?;
+    let report = fleet.upgrade(
+        dry_run,
+        parallel,
+        Duration::from_secs(timeout),
+        &mut |name| {
+            if table {
+                println!("restarted {name}");
+            }
+        },
+    )?;
     if !table {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

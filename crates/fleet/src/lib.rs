@@ -349,23 +349,49 @@ impl Fleet {
     /// container's runtime state and root mount go away, its upper layer
     /// stays.
     pub fn stop(&self, name: &str, timeout: Duration) -> Result<(), FleetError> {
-        let rec = self.record(name)?;
-        let dir = self.dir(name);
-        if let Ok(st) = plinth_runtime::container::state(&self.runtime, name) {
-            if st.status == Status::Running || st.status == Status::Paused {
-                let term = nix::sys::signal::Signal::SIGTERM;
-                let _ = plinth_runtime::container::kill(&self.runtime, name, term, true);
-                let deadline = Instant::now() + timeout;
-                while Instant::now() < deadline && self.live(&rec).0 == "running" {
-                    std::thread::sleep(Duration::from_millis(20));
+        self.stop_many(&[name.to_string()], timeout)
+    }
+
+    /// Stops `names` together: SIGTERM to all, one grace period, SIGKILL to
+    /// what still runs.
+    pub fn stop_many(&self, names: &[String], timeout: Duration) -> Result<(), FleetError> {
+        let recs = names
+            .iter()
+            .map(|n| self.record(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut live = Vec::new();
+        for rec in &recs {
+            let name = &rec.spec.name;
+            if let Ok(st) = plinth_runtime::container::state(&self.runtime, name) {
+                if st.status == Status::Running || st.status == Status::Paused {
+                    let term = nix::sys::signal::Signal::SIGTERM;
+                    let _ = plinth_runtime::container::kill(&self.runtime, name, term, true);
+                }
+                live.push(rec);
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline && live.iter().any(|r| self.live(r).0 == "running") {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut first_err = None;
+        for rec in &recs {
+            let name = &rec.spec.name;
+            if live.iter().any(|r| r.spec.name == *name) {
+                if let Err(e) = plinth_runtime::container::delete(&self.runtime, name, true) {
+                    first_err.get_or_insert(FleetError::Runtime(format!("{name}: {e}")));
+                    continue;
                 }
             }
-            plinth_runtime::container::delete(&self.runtime, name, true)
-                .map_err(|e| FleetError::Runtime(format!("{name}: {e}")))?;
+            let dir = self.dir(name);
+            bundle::unmount_root(&dir);
+            netns::remove(&dir.join("netns"));
+            self.db.set_state(name, "stopped", None, None)?;
         }
-        bundle::unmount_root(&dir);
-        netns::remove(&dir.join("netns"));
-        self.db.set_state(name, "stopped", None, None)
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// `plinth rm NAME`: a running container needs `force` (then it is

@@ -176,12 +176,14 @@ impl Fleet {
     }
 
     /// `plinth upgrade`: scan, then (unless `dry_run`) restart the affected
-    /// containers `parallel` at a time, each wave checked before the next;
-    /// the first container that does not come back stops the rollout.
+    /// containers `parallel` at a time (SIGTERM, SIGKILL after
+    /// `stop_timeout`), each wave checked before the next; the first
+    /// container that does not come back stops the rollout.
     pub fn upgrade(
         &self,
         dry_run: bool,
         parallel: usize,
+        stop_timeout: Duration,
         report: &mut dyn FnMut(&str),
     ) -> Result<UpgradeReport, FleetError> {
         let (affected, unaffected) = self.upgrade_scan()?;
@@ -195,15 +197,23 @@ impl Fleet {
         }
         let names: Vec<String> = out.affected.iter().map(|a| a.name.clone()).collect();
         for wave in names.chunks(parallel.max(1)) {
-            for name in wave {
-                let res = self
-                    .stop(name, Duration::from_secs(10))
-                    .and_then(|()| self.start(name).map(|_| ()));
-                if let Err(e) = res {
-                    out.failed = Some((name.clone(), e.to_string()));
-                    return Ok(out);
-                }
+            // The wave stops together (one grace period for all), then starts
+            // together.
+            if let Err(e) = self.stop_many(wave, stop_timeout) {
+                out.failed = Some((wave[0].clone(), e.to_string()));
+                return Ok(out);
             }
+            let mut failed = None;
+            let started = self.start_many(wave, wave.len(), &mut |name, r| {
+                if let Err(e) = r {
+                    failed.get_or_insert((name.to_string(), e.to_string()));
+                }
+            });
+            if let Some(f) = failed {
+                out.failed = Some(f);
+                return Ok(out);
+            }
+            started?;
             // The wave is healthy when all of it still runs a moment later.
             std::thread::sleep(Duration::from_millis(100));
             for name in wave {
