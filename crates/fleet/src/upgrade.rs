@@ -141,9 +141,10 @@ impl Fleet {
                 }
             }
             a.changed = changed.into_iter().collect();
+            let own_files = upper_files(&upper, 100_000);
             if let Some(since) = started_epoch(init) {
-                for rel in upper_files(&upper, 100_000) {
-                    if let Ok(m) = std::fs::symlink_metadata(lower.join(&rel)) {
+                for rel in &own_files {
+                    if let Ok(m) = std::fs::symlink_metadata(lower.join(rel)) {
                         if m.ctime() >= since {
                             a.shadowed.push(format!("/{}", rel.display()));
                         }
@@ -153,6 +154,11 @@ impl Fleet {
             }
             if a.changed.is_empty() {
                 unaffected.push(a);
+                continue;
+            }
+            if own_files.is_empty() {
+                // Nothing of its own to judge: it runs the platform's files.
+                affected.push(a);
                 continue;
             }
             let report = plinth_compat::CheckBuilder::new(&upper)
