@@ -214,9 +214,10 @@ pub fn read_object(file: &std::fs::File, len: u64, analyse_code: bool) -> Object
     let (info, code) = match map {
         Ok(m) => {
             let info = elf::parse(&m);
-            let code = (analyse_code && info.is_ok())
-                .then(|| crate::syscalls::analyse(&m))
-                .flatten();
+            let code = match &info {
+                Ok(i) if analyse_code => crate::syscalls::analyse(&m, i),
+                _ => None,
+            };
             (info, code)
         }
         Err(e) => (Err(ElfError::Malformed(format!("cannot map: {e}"))), None),

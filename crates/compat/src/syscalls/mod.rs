@@ -116,17 +116,15 @@ pub(crate) struct CodeFacts {
     pub host_files: Vec<usize>,
 }
 
-/// Analyses the bytes of an ELF file; `None` for files whose code this
-/// analysis cannot read (other architectures, 32-bit files, relocatable
-/// objects).
-pub(crate) fn analyse(data: &[u8]) -> Option<CodeFacts> {
-    // e_ident: ELFCLASS64, little-endian; e_type EXEC or DYN; EM_X86_64.
-    if data.len() < 64 || &data[..4] != b"\x7fELF" || data[4] != 2 || data[5] != 1 {
-        return None;
-    }
-    let e_type = u16::from_le_bytes([data[16], data[17]]);
-    let machine = u16::from_le_bytes([data[18], data[19]]);
-    if machine != crate::elf::EM_X86_64 || !(e_type == 2 || e_type == 3) {
+/// Analyses the bytes of an ELF file already read as `info`; `None` for
+/// files whose code this analysis cannot read (other architectures, 32-bit
+/// files, relocatable objects).
+pub(crate) fn analyse(data: &[u8], info: &crate::elf::ElfInfo) -> Option<CodeFacts> {
+    let executable = info.e_type == 2 || info.e_type == 3;
+    if info.class != Some(crate::elf::ElfClass::Elf64)
+        || info.machine != crate::elf::EM_X86_64
+        || !executable
+    {
         return None;
     }
     let summary = match image::Image::read(data) {
@@ -427,14 +425,23 @@ func main() {
 
     #[test]
     fn damaged_files_are_analysed_without_panic() {
+        // As the check reads files: parsed first, then analysed.
+        let analyse = |data: &[u8]| {
+            if let Ok(info) = crate::elf::parse(data) {
+                let _ = super::analyse(data, &info);
+            }
+        };
         let exe = std::fs::read("/bin/true").unwrap();
         for len in (0..exe.len()).step_by(97) {
-            let _ = super::analyse(&exe[..len]);
+            analyse(&exe[..len]);
         }
         let mut garbage = exe.clone();
         for (i, b) in garbage.iter_mut().enumerate().skip(64) {
             *b ^= (i * 31) as u8;
         }
-        let _ = super::analyse(&garbage);
+        analyse(&garbage);
+        // The header parses, the code is damaged: analysed without panic.
+        let info = crate::elf::parse(&exe).unwrap();
+        let _ = super::analyse(&garbage, &info);
     }
 }
