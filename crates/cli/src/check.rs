@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use plinth_compat::platform::KernelInfo;
 use plinth_compat::syscalls::seccomp::SeccompProfile;
@@ -84,9 +84,8 @@ pub fn seccomp(args: &SeccompArgs) -> Result<i32> {
     if args.output.as_os_str() == "-" {
         std::io::stdout().lock().write_all(text.as_bytes())?;
     } else {
-        let tmp = args.output.with_extension("json.tmp");
-        std::fs::write(&tmp, &text).with_context(|| tmp.display().to_string())?;
-        std::fs::rename(&tmp, &args.output).with_context(|| args.output.display().to_string())?;
+        // A reader never sees half a profile; a failed write leaves none.
+        plinth_runtime::write_atomic(&args.output, text.as_bytes())?;
     }
     eprintln!(
         "{}: {} system calls allowed ({} found in {} file{}{}), everything else ENOSYS",

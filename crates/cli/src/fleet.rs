@@ -228,10 +228,7 @@ pub fn hook(action: &str, apt_dir: &std::path::Path) -> Result<i32> {
          // restart the containers that map changed files (`plinth hook remove` undoes it).\n\
          DPkg::Post-Invoke {{ \"if [ -x {exe} ]; then {exe} upgrade || true; fi\"; }};\n"
     );
-    let mut tmp = path.clone().into_os_string();
-    tmp.push(".tmp");
-    std::fs::write(&tmp, text).with_context(|| path.display().to_string())?;
-    std::fs::rename(&tmp, &path).with_context(|| path.display().to_string())?;
+    plinth_runtime::write_atomic(&path, text.as_bytes())?;
     println!(
         "{}: plinth upgrade runs after every dpkg run",
         path.display()

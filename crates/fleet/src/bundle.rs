@@ -87,26 +87,24 @@ pub(crate) fn unmount_root(dir: &Path) {
 }
 
 /// The command must exist in the mounted root (the runtime would only find
-/// out after start, with nobody left to tell).
+/// out after start, with nobody left to tell). It is resolved inside the
+/// root, as the container will resolve it.
 pub(crate) fn check_command(dir: &Path, spec: &ContainerSpec) -> Result<(), FleetError> {
     let prog = Path::new(&spec.command[0]);
     let root = dir.join("rootfs");
     let found = if prog.is_absolute() {
-        let rel = prog.strip_prefix("/").unwrap_or(prog);
-        // Resolved inside the container's root: an absolute symlink must
-        // not be followed on the host.
-        resolve_in(&root, rel)
+        plinth_runtime::is_file_in_root(&root, prog)
     } else {
         [
-            "usr/local/sbin",
-            "usr/local/bin",
-            "usr/sbin",
-            "usr/bin",
-            "sbin",
-            "bin",
+            "/usr/local/sbin",
+            "/usr/local/bin",
+            "/usr/sbin",
+            "/usr/bin",
+            "/sbin",
+            "/bin",
         ]
         .iter()
-        .any(|d| resolve_in(&root, &Path::new(d).join(prog)))
+        .any(|d| plinth_runtime::is_file_in_root(&root, &Path::new(d).join(prog)))
     };
     if found {
         Ok(())
@@ -119,35 +117,11 @@ pub(crate) fn check_command(dir: &Path, spec: &ContainerSpec) -> Result<(), Flee
     }
 }
 
-/// Whether `rel` names a regular file under `root`, following symlinks
-/// as the container would (absolute ones from `root`), at most 40 deep.
-fn resolve_in(root: &Path, rel: &Path) -> bool {
-    let mut path = rel.to_path_buf();
-    for _ in 0..40 {
-        let full = root.join(&path);
-        match std::fs::symlink_metadata(&full) {
-            Ok(m) if m.file_type().is_symlink() => {
-                let Ok(target) = std::fs::read_link(&full) else {
-                    return false;
-                };
-                path = if target.is_absolute() {
-                    target.strip_prefix("/").unwrap_or(&target).to_path_buf()
-                } else {
-                    path.parent().unwrap_or(Path::new("")).join(target)
-                };
-                if path
-                    .components()
-                    .any(|c| matches!(c, std::path::Component::ParentDir))
-                {
-                    // Leave `..` to the kernel inside the container.
-                    return true;
-                }
-            }
-            Ok(m) => return m.is_file(),
-            Err(_) => return false,
-        }
-    }
-    false
+/// Undoes what a start put on the host for the container in `dir`: the
+/// root mount and the network namespace.
+pub(crate) fn release(dir: &Path) {
+    unmount_root(dir);
+    crate::netns::remove(&dir.join("netns"));
 }
 
 /// Writes `config.json` for the container.

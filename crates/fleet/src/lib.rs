@@ -192,14 +192,15 @@ impl Fleet {
     /// `plinth start NAME`: mounts the container's root and runs its
     /// command; returns the init's pid.
     pub fn start(&self, name: &str) -> Result<i32, FleetError> {
-        let mut result = None;
-        let all = self.start_many(&[name.to_string()], 1, &mut |_, r| {
-            result = Some(r.as_ref().map(|p| *p).ok());
-        });
-        all?;
-        result
-            .flatten()
-            .ok_or_else(|| FleetError::Runtime(format!("{name}: cannot start")))
+        // start_many returns the error of a failed start; on success the
+        // report has the pid.
+        let mut pid = 0;
+        self.start_many(&[name.to_string()], 1, &mut |_, r| {
+            if let Ok(p) = r {
+                pid = *p;
+            }
+        })?;
+        Ok(pid)
     }
 
     /// Starts `names`, with up to `parallel` runtime processes at once (each
@@ -254,10 +255,9 @@ impl Fleet {
         // Leftovers of a container that ended without `stop`.
         let _ = plinth_runtime::container::delete(&self.runtime, name, true);
         let dir = self.dir(name);
-        bundle::unmount_root(&dir);
+        bundle::release(&dir);
         bundle::mount_root(&dir, &rec.spec)?;
         let netns = dir.join("netns");
-        netns::remove(&netns);
         let spawned = bundle::check_command(&dir, &rec.spec)
             .and_then(|()| match rec.spec.network {
                 Network::None => netns::create(&netns).map(|()| Some(netns.clone())),
@@ -275,8 +275,7 @@ impl Fleet {
     fn undo_start(&self, name: &str) {
         let dir = self.dir(name);
         let _ = plinth_runtime::container::delete(&self.runtime, name, true);
-        bundle::unmount_root(&dir);
-        netns::remove(&dir.join("netns"));
+        bundle::release(&dir);
         let _ = self.db.set_state(name, "failed", None, None);
     }
 
@@ -383,9 +382,7 @@ impl Fleet {
                     continue;
                 }
             }
-            let dir = self.dir(name);
-            bundle::unmount_root(&dir);
-            netns::remove(&dir.join("netns"));
+            bundle::release(&self.dir(name));
             self.db.set_state(name, "stopped", None, None)?;
         }
         match first_err {
@@ -410,8 +407,7 @@ impl Fleet {
             let _ = plinth_runtime::container::delete(&self.runtime, name, true);
         }
         let dir = self.dir(name);
-        bundle::unmount_root(&dir);
-        netns::remove(&dir.join("netns"));
+        bundle::release(&dir);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -67,9 +67,7 @@ fn mapped_files(pid: i32) -> BTreeSet<(String, u64)> {
 
 /// When `pid` started, in seconds since the epoch.
 fn started_epoch(pid: i32) -> Option<i64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let ticks: i64 = after.split_whitespace().nth(19)?.parse().ok()?;
+    let (ticks, _) = plinth_runtime::proc_start_time(nix::unistd::Pid::from_raw(pid))?;
     let btime: i64 = std::fs::read_to_string("/proc/stat")
         .ok()?
         .lines()
@@ -77,7 +75,7 @@ fn started_epoch(pid: i32) -> Option<i64> {
     // SAFETY: sysconf has no preconditions.
     #[allow(unsafe_code)]
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
-    Some(btime + ticks / hz)
+    Some(btime + ticks as i64 / hz)
 }
 
 /// Regular files of an upper layer, relative, at most `limit`.

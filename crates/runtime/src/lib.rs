@@ -46,7 +46,8 @@ pub use bundle::Bundle;
 pub use container::{CreateOptions, ExecOptions};
 pub use error::{Error, InitError, InitStage};
 pub use features::features;
-pub use state::{ContainerState, RuntimeRoot, Status};
+pub use rootfs::resolve::is_file_in_root;
+pub use state::{proc_start_time, write_atomic, ContainerState, RuntimeRoot, Status};
 
 /// The runtime-spec version that this runtime implements.
 pub const OCI_VERSION: &str = "1.2.0";

@@ -235,8 +235,9 @@ fn owner_name(uid: u32) -> String {
         .unwrap_or_else(|| uid.to_string())
 }
 
-/// Field 22 (start time) and field 3 (state) of `/proc/PID/stat`.
-pub(crate) fn proc_start_time(pid: Pid) -> Option<(u64, char)> {
+/// Field 22 (start time, in clock ticks since boot) and field 3 (state) of
+/// `/proc/PID/stat`.
+pub fn proc_start_time(pid: Pid) -> Option<(u64, char)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: split after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -284,13 +285,17 @@ pub(crate) fn write_pid_file(path: &Path, pid: Pid) -> Result<(), Error> {
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory
-/// and a rename, so a reader sees the old content or the new, never a part.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+/// and a rename, so a reader sees the old content or the new, never a part;
+/// a failure names `path` and leaves no temporary file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp"));
-    fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let written = fs::write(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
+    written.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
 }
 
 #[cfg(test)]

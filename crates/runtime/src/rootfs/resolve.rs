@@ -172,6 +172,22 @@ pub(crate) fn open_parent_in_root(
     Ok((dir, name))
 }
 
+/// Whether `path` names a regular file inside the directory `root`,
+/// resolved as the container would resolve it (symlinks followed but kept
+/// inside the root, magic links refused).
+pub fn is_file_in_root(root: &Path, path: &Path) -> bool {
+    let Ok(dir) = nix::fcntl::open(
+        root,
+        OFlag::O_DIRECTORY | OFlag::O_PATH | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) else {
+        return false;
+    };
+    open_in_root(&dir, path, Create::No)
+        .and_then(|fd| file_type(&fd))
+        .is_ok_and(|t| t == SFlag::S_IFREG)
+}
+
 /// `/proc/self/fd/N`: the path through which a mount targets an fd.
 pub(crate) fn fd_path(fd: &impl AsRawFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
