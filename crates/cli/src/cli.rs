@@ -96,22 +96,58 @@ pub enum Command {
     /// Make a host-platform container: an OverlayFS upper layer over the
     /// platform root, recorded under /var/lib/plinth (not started).
     New(NewArgs),
-    /// Stop a fleet container (SIGTERM, then SIGKILL after --timeout).
+    /// Stop fleet containers (SIGTERM, then SIGKILL after --timeout); the
+    /// supervisor leaves them stopped.
     Stop {
         /// Seconds to wait after SIGTERM.
         #[arg(long, default_value_t = 10)]
         timeout: u64,
-        /// The container.
-        name: String,
+        /// The containers.
+        #[arg(required = true)]
+        names: Vec<String>,
     },
-    /// Remove a fleet container and its upper layer.
+    /// Stop fleet containers, then start them again.
+    Restart {
+        /// Seconds to wait after SIGTERM.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        /// The containers.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove fleet containers and their upper layers.
     Rm {
-        /// Stop it first if it runs.
+        /// Stop them first if they run.
         #[arg(short, long)]
         force: bool,
+        /// The containers.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Print a fleet container's output (its rotated logs first).
+    Logs {
+        /// Keep printing what it writes.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
         /// The container.
         name: String,
     },
+    /// An interactive shell in a running fleet container (`exec -t NAME
+    /// /bin/sh`).
+    Shell {
+        /// The container.
+        name: String,
+        /// The shell.
+        #[arg(long, default_value = "/bin/sh")]
+        shell: String,
+    },
+    /// The supervisor of the fleet's containers: the subreaper of their
+    /// inits, restart policies, health checks, log rotation, and the API on
+    /// <--root>/plinth.sock. Commands that need it start it.
+    Daemon(DaemonArgs),
     /// Converge the host to a TOML manifest of containers: create what is
     /// missing, restart what changed, remove what the manifest made and no
     /// longer lists.
@@ -323,9 +359,35 @@ pub struct NewArgs {
     /// Process limit.
     #[arg(long)]
     pub pids: Option<i64>,
+    /// What the supervisor does when the command ends.
+    #[arg(long, default_value = "no", value_parser = ["no", "on-failure", "always"])]
+    pub restart: String,
+    /// A shell command run in the container to tell whether it works (exit
+    /// status 0: healthy).
+    #[arg(long, value_name = "CMD")]
+    pub health: Option<String>,
+    /// Seconds between health checks once healthy.
+    #[arg(long, default_value_t = 30, value_name = "S")]
+    pub health_interval: u64,
     /// The command, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Stop the running supervisor (its containers keep running).
+    #[arg(long)]
+    pub stop: bool,
+    /// Rotate a container's log once it is larger (bytes, or 10M, 1G).
+    #[arg(long, default_value = "10M")]
+    pub log_max_size: String,
+    /// Rotated logs kept per container.
+    #[arg(long, default_value_t = 3)]
+    pub log_keep: u32,
+    /// Containers started at once.
+    #[arg(long, default_value_t = 8)]
+    pub parallel: usize,
 }
 
 #[derive(Debug, Args)]

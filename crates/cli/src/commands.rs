@@ -13,6 +13,7 @@ use oci_spec::runtime::{
 use plinth_runtime::{container, Bundle, CreateOptions, ExecOptions, RuntimeRoot};
 
 use crate::cli::{Cli, Command, CreateArgs, ExecArgs, Format, UpdateArgs};
+use clap::Parser as _;
 
 /// Runs the command; returns the exit code.
 pub fn dispatch(cli: Cli) -> Result<i32> {
@@ -39,7 +40,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             if container::state(&root, &id).is_err() {
                 if let Some(fleet) = crate::fleet::existing(g)? {
                     if fleet.exists(&id)? {
-                        return crate::fleet::start(&fleet, &id);
+                        return crate::fleet::start(g, fleet, &id);
                     }
                 }
             }
@@ -47,8 +48,18 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::New(args) => crate::fleet::new(g, args),
-        Command::Stop { timeout, name } => crate::fleet::stop(g, &name, timeout),
-        Command::Rm { force, name } => crate::fleet::rm(g, &name, force),
+        Command::Stop { timeout, names } => crate::fleet::stop(g, &names, timeout),
+        Command::Restart { timeout, names } => crate::fleet::restart(g, &names, timeout),
+        Command::Rm { force, names } => crate::fleet::rm(g, &names, force),
+        Command::Logs { follow, tail, name } => crate::fleet::logs(g, &name, follow, tail),
+        Command::Shell { name, shell } => {
+            let line = ["plinth", "exec", "--tty", "--", &name, &shell];
+            let Command::Exec(args) = Cli::try_parse_from(line)?.command else {
+                unreachable!("`exec` parses as Command::Exec");
+            };
+            exec(&RuntimeRoot::new(g.state_root().join("fleet")), args)
+        }
+        Command::Daemon(args) => crate::fleet::daemon(g, &args),
         Command::Ls { format } => crate::fleet::ls(g, format),
         Command::Apply { manifest, dry_run } => crate::fleet::apply(g, &manifest, dry_run),
         Command::Hook { action, apt_dir } => crate::fleet::hook(&action, &apt_dir),
@@ -72,7 +83,16 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             container::delete(&root, &id, force)?;
             Ok(0)
         }
-        Command::Exec(args) => exec(&root, args),
+        Command::Exec(args) => {
+            // As with `start`: an OCI container first, else a fleet one.
+            if container::state(&root, &args.id).is_err() {
+                let fleet_root = RuntimeRoot::new(g.state_root().join("fleet"));
+                if container::state(&fleet_root, &args.id).is_ok() {
+                    return exec(&fleet_root, args);
+                }
+            }
+            exec(&root, args)
+        }
         Command::Ps { format, id, .. } => ps(&root, &id, format),
         Command::List { format, quiet } => list(&root, format, quiet),
         Command::Pause { id } => {

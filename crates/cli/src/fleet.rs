@@ -1,7 +1,10 @@
-//! The fleet verbs: `new`, `start NAME`, `stop`, `rm`, `ls`.
+//! The fleet verbs: `new`, `start NAME`, `stop`, `restart`, `rm`, `ls`,
+//! `logs`, `apply`, `upgrade`, `daemon`.
 //!
 //! Records live in `$PLINTH_STATE_DIR` (default `/var/lib/plinth`); running
-//! containers under `<--root>/fleet` (default `/run/plinth/fleet`).
+//! containers under `<--root>/fleet` (default `/run/plinth/fleet`); the
+//! supervisor listens on `<--root>/plinth.sock`. Verbs that run or stop
+//! containers go through the supervisor, and start one when none answers.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,9 +12,12 @@ use std::time::Duration;
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use plinth_fleet::{parse_size, Action, Base, Bind, ContainerSpec, Fleet, Manifest, Network};
+use plinth_fleet::{
+    parse_size, Action, Base, Bind, Client, ContainerSpec, DaemonOptions, Fleet, HealthCheck,
+    LogRotation, Manifest, Network, Restart,
+};
 
-use crate::cli::{Format, GlobalArgs, NewArgs};
+use crate::cli::{DaemonArgs, Format, GlobalArgs, NewArgs};
 
 fn state_dir() -> PathBuf {
     std::env::var_os("PLINTH_STATE_DIR")
@@ -34,6 +40,130 @@ pub fn open(g: &GlobalArgs) -> Result<Fleet> {
     let state = state_dir();
     let exe = std::env::current_exe().context("the plinth binary")?;
     Ok(Fleet::open(state, g.state_root().join("fleet"), exe)?)
+}
+
+fn socket(g: &GlobalArgs) -> PathBuf {
+    g.state_root().join("plinth.sock")
+}
+
+/// The fleet, with the supervisor attached: the one that answers on the
+/// socket, or a new one started for it.
+pub fn connect(g: &GlobalArgs) -> Result<Fleet> {
+    let mut fleet = open(g)?;
+    let sock = socket(g);
+    let client = match Client::connect(&sock) {
+        Some(c) => c,
+        None => start_daemon(g, &sock)?,
+    };
+    fleet.attach(client);
+    Ok(fleet)
+}
+
+/// Starts `plinth daemon` in the background (its output goes to
+/// `daemon.log` in the state directory) and waits until it answers.
+fn start_daemon(g: &GlobalArgs, sock: &std::path::Path) -> Result<Client> {
+    let state = state_dir();
+    std::fs::create_dir_all(&state).with_context(|| state.display().to_string())?;
+    let log_path = state.join("daemon.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| log_path.display().to_string())?;
+    let exe = std::env::current_exe().context("the plinth binary")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--root").arg(g.state_root()).arg("daemon");
+    cmd.env("PLINTH_STATE_DIR", &state)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // Its own process group: a Ctrl-C meant for this command does not
+    // reach the supervisor.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd.spawn().context("start the supervisor")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(c) = Client::connect(sock) {
+            return Ok(c);
+        }
+        if let Some(status) = child.try_wait()? {
+            // Another command may have started one at the same moment.
+            if let Some(c) = Client::connect(sock) {
+                return Ok(c);
+            }
+            let last = std::fs::read_to_string(&log_path)
+                .ok()
+                .and_then(|t| t.lines().last().map(str::to_string))
+                .unwrap_or_default();
+            anyhow::bail!(
+                "the supervisor exited ({status}) before it answered on {}: {last}",
+                sock.display()
+            );
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the supervisor did not answer on {} within 10 s (see {})",
+            sock.display(),
+            log_path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `plinth daemon`.
+pub fn daemon(g: &GlobalArgs, a: &DaemonArgs) -> Result<i32> {
+    let state = state_dir();
+    if a.stop {
+        let lock = state.join("daemon.lock");
+        let Some(client) = Client::connect(&socket(g)) else {
+            println!("no supervisor answers on {}", socket(g).display());
+            return Ok(0);
+        };
+        let info = client.call("GET", "/v1/daemon", None)?;
+        let pid = info["pid"]
+            .as_i64()
+            .context("the supervisor did not say its pid")? as i32;
+        let pid = nix::unistd::Pid::from_raw(pid);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
+            .with_context(|| format!("signal the supervisor (pid {pid}, {})", lock.display()))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while nix::sys::signal::kill(pid, None).is_ok() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the supervisor (pid {pid}) did not exit within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        println!("supervisor {pid} stopped; its containers keep running");
+        return Ok(0);
+    }
+    let opts = DaemonOptions {
+        socket: socket(g),
+        logs: LogRotation {
+            max_size: parse_size(&a.log_max_size).map_err(|_| {
+                anyhow::anyhow!(
+                    "--log-max-size {}: expected a size like 10M",
+                    a.log_max_size
+                )
+            })? as u64,
+            keep: a.log_keep,
+        },
+        parallel: a.parallel,
+    };
+    plinth_fleet::serve(open(g)?, opts)?;
+    Ok(0)
+}
+
+/// `plinth logs`.
+pub fn logs(g: &GlobalArgs, name: &str, follow: bool, tail: Option<usize>) -> Result<i32> {
+    let path = open(g)?.log_path(name)?;
+    let mut out = std::io::stdout().lock();
+    match plinth_fleet::follow(&path, tail, follow, &mut out) {
+        Ok(()) => Ok(0),
+        // `plinth logs -f | head` ends when its reader does.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(e).with_context(|| path.display().to_string()),
+    }
 }
 
 /// `plinth new`.
@@ -63,26 +193,47 @@ pub fn new(g: &GlobalArgs, a: NewArgs) -> Result<i32> {
     spec.memory = a.memory.as_deref().map(parse_size).transpose()?;
     spec.cpus = a.cpus;
     spec.pids = a.pids;
+    spec.restart = Restart::parse(&a.restart)?;
+    spec.health = a.health.map(|command| HealthCheck {
+        command,
+        interval: a.health_interval.max(1),
+    });
     open(g)?.create(spec)?;
     Ok(0)
 }
 
 /// `plinth start NAME`.
-pub fn start(fleet: &Fleet, name: &str) -> Result<i32> {
+pub fn start(g: &GlobalArgs, mut fleet: Fleet, name: &str) -> Result<i32> {
+    let sock = socket(g);
+    let client = match Client::connect(&sock) {
+        Some(c) => c,
+        None => start_daemon(g, &sock)?,
+    };
+    fleet.attach(client);
     let pid = fleet.start(name)?;
     println!("{name}: running, pid {pid}");
     Ok(0)
 }
 
 /// `plinth stop`.
-pub fn stop(g: &GlobalArgs, name: &str, timeout: u64) -> Result<i32> {
-    open(g)?.stop(name, Duration::from_secs(timeout))?;
+pub fn stop(g: &GlobalArgs, names: &[String], timeout: u64) -> Result<i32> {
+    connect(g)?.stop_many(names, Duration::from_secs(timeout))?;
+    Ok(0)
+}
+
+/// `plinth restart`.
+pub fn restart(g: &GlobalArgs, names: &[String], timeout: u64) -> Result<i32> {
+    connect(g)?.restart_many(names, Duration::from_secs(timeout), &mut |name, r| {
+        if let Ok(pid) = r {
+            println!("{name}: running, pid {pid}");
+        }
+    })?;
     Ok(0)
 }
 
 /// `plinth rm`.
-pub fn rm(g: &GlobalArgs, name: &str, force: bool) -> Result<i32> {
-    open(g)?.remove(name, force)?;
+pub fn rm(g: &GlobalArgs, names: &[String], force: bool) -> Result<i32> {
+    connect(g)?.remove_many(names, force)?;
     Ok(0)
 }
 
@@ -114,7 +265,7 @@ pub fn ls(g: &GlobalArgs, format: Format) -> Result<i32> {
 /// `plinth apply`.
 pub fn apply(g: &GlobalArgs, path: &std::path::Path, dry_run: bool) -> Result<i32> {
     let manifest = Manifest::read(path)?;
-    let fleet = open(g)?;
+    let fleet = if dry_run { open(g)? } else { connect(g)? };
     let plan = fleet.plan(&manifest)?;
     let summary = format!(
         "plan: {} create, {} update, {} start, {} remove, {} unchanged",
@@ -156,7 +307,7 @@ pub fn upgrade(
     timeout: u64,
     format: Format,
 ) -> Result<i32> {
-    let fleet = open(g)?;
+    let fleet = if dry_run { open(g)? } else { connect(g)? };
     let table = format == Format::Table;
     let report = fleet.upgrade(
         dry_run,

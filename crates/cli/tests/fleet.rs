@@ -58,6 +58,7 @@ impl Drop for FleetGuard<'_> {
         for n in names {
             let _ = plinth(self.0).args(["rm", "--force", &n]).output();
         }
+        let _ = plinth(self.0).args(["daemon", "--stop"]).output();
     }
 }
 

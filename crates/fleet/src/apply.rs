@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{parse_size, Base, Bind, ContainerSpec, Network, Restart};
+use crate::spec::{parse_size, Base, Bind, ContainerSpec, HealthCheck, Network, Restart};
 use crate::{Fleet, FleetError};
 
 /// The fields of one container (or of `[defaults]`).
@@ -31,6 +31,8 @@ struct Fields {
     cpus: Option<f64>,
     pids: Option<i64>,
     restart: Option<String>,
+    health: Option<String>,
+    health_interval: Option<u64>,
 }
 
 impl Fields {
@@ -50,6 +52,8 @@ impl Fields {
             cpus: self.cpus.or(d.cpus),
             pids: self.pids.or(d.pids),
             restart: self.restart.or_else(|| d.restart.clone()),
+            health: self.health.or_else(|| d.health.clone()),
+            health_interval: self.health_interval.or(d.health_interval),
         }
     }
 }
@@ -180,6 +184,10 @@ fn to_spec(name: &str, f: &Fields) -> Result<ContainerSpec, FleetError> {
     if let Some(r) = &f.restart {
         s.restart = Restart::parse(r)?;
     }
+    s.health = f.health.as_ref().map(|command| HealthCheck {
+        command: command.clone(),
+        interval: f.health_interval.unwrap_or(30),
+    });
     s.validate()?;
     Ok(s)
 }
@@ -229,43 +237,48 @@ impl Fleet {
         report: &mut dyn FnMut(Action, &str),
     ) -> Result<(), FleetError> {
         let owner = m.path.to_string_lossy().to_string();
-        let mut to_start: Vec<(Action, String)> = Vec::new();
-        for (action, name) in &plan.steps {
-            match action {
-                Action::Create => {
-                    self.create(m.containers[name].clone())?;
-                    self.db.set_owner(name, Some(&owner))?;
-                    to_start.push((*action, name.clone()));
-                }
-                Action::Update => {
-                    self.stop(name, Duration::from_secs(10))?;
-                    let spec = m.containers[name].clone();
-                    crate::bundle::make_layers(&self.dir(name), &spec)?;
-                    self.db.set_spec(&spec)?;
-                    to_start.push((*action, name.clone()));
-                }
-                Action::Start => to_start.push((*action, name.clone())),
-                Action::Remove => {
-                    self.remove(name, true)?;
-                    report(*action, name);
-                }
-                Action::Unchanged => report(*action, name),
-            }
+        let named = |a: Action| -> Vec<String> {
+            plan.steps
+                .iter()
+                .filter(|(x, _)| *x == a)
+                .map(|(_, n)| n.clone())
+                .collect()
+        };
+        let (create, update, remove) = (
+            named(Action::Create),
+            named(Action::Update),
+            named(Action::Remove),
+        );
+        self.remove_many(&remove, true)?;
+        for name in &remove {
+            report(Action::Remove, name);
         }
-        // Each start is its own `plinth run` process: run a few at once.
-        let names: Vec<String> = to_start.iter().map(|(_, n)| n.clone()).collect();
+        for name in named(Action::Unchanged) {
+            report(Action::Unchanged, &name);
+        }
+        self.stop_many(&update, Duration::from_secs(10))?;
+        for name in &update {
+            let spec = m.containers[name].clone();
+            crate::bundle::make_layers(&self.dir(name), &spec)?;
+            self.db.set_spec(&spec)?;
+        }
+        for name in &create {
+            self.create(m.containers[name].clone())?;
+            self.db.set_owner(name, Some(&owner))?;
+        }
+        let mut to_start = create;
+        to_start.extend(update);
+        to_start.extend(named(Action::Start));
         let actions: std::collections::HashMap<&str, Action> =
-            to_start.iter().map(|(a, n)| (n.as_str(), *a)).collect();
-        self.start_many(&names, START_PARALLEL, &mut |name, r| {
+            plan.steps.iter().map(|(a, n)| (n.as_str(), *a)).collect();
+        // The supervisor runs a few `plinth run` processes at once.
+        self.start_many(&to_start, &mut |name, r| {
             if r.is_ok() {
                 report(actions[name], name);
             }
         })
     }
 }
-
-/// Runtime processes an apply runs at once.
-const START_PARALLEL: usize = 8;
 
 #[cfg(test)]
 mod tests {

@@ -22,10 +22,23 @@ pub struct Record {
     pub pid: Option<i32>,
     /// When it last started.
     pub started_at: Option<String>,
+    /// `running` or `stopped`: what the operator asked for last; the
+    /// supervisor restarts (by the spec's policy) only what should run.
+    pub desired: String,
+    /// The exit status of the last run (128 + signal for a signal).
+    pub exit_code: Option<i32>,
+    /// How often the supervisor restarted it.
+    pub restarts: i64,
+    /// `starting`, `healthy` or `unhealthy` for a container with a health
+    /// command.
+    pub health: Option<String>,
+    /// A `plinth run` process starting it (pid and start time), recorded
+    /// so that a supervisor that starts after a crash waits for it.
+    pub op: Option<(i32, u64)>,
 }
 
-/// A row as stored: spec, created_at, state, pid, started_at.
-type Row = (String, String, String, Option<i32>, Option<String>);
+const COLUMNS: &str =
+    "spec, created_at, state, pid, started_at, desired, exit_code, restarts, health, op_pid, op_start";
 
 pub(crate) struct Db {
     conn: Connection,
@@ -56,31 +69,51 @@ impl Db {
             );",
         )
         .map_err(&err)?;
-        // Which manifest made a container (`apply` removes only its own).
-        let has_owner: bool = conn
-            .prepare("SELECT 1 FROM pragma_table_info('containers') WHERE name = 'owner'")
-            .and_then(|mut s| s.exists([]))
-            .map_err(&err)?;
-        if !has_owner {
-            conn.execute_batch("ALTER TABLE containers ADD COLUMN owner TEXT;")
+        // Columns added after the first release: which manifest made a
+        // container (`apply` removes only its own), and the supervisor's.
+        for (column, decl) in [
+            ("owner", "owner TEXT"),
+            ("desired", "desired TEXT NOT NULL DEFAULT 'stopped'"),
+            ("exit_code", "exit_code INTEGER"),
+            ("restarts", "restarts INTEGER NOT NULL DEFAULT 0"),
+            ("health", "health TEXT"),
+            ("op_pid", "op_pid INTEGER"),
+            ("op_start", "op_start INTEGER"),
+        ] {
+            let has: bool = conn
+                .prepare("SELECT 1 FROM pragma_table_info('containers') WHERE name = ?1")
+                .and_then(|mut s| s.exists([column]))
                 .map_err(&err)?;
+            if !has {
+                conn.execute_batch(&format!("ALTER TABLE containers ADD COLUMN {decl};"))
+                    .map_err(&err)?;
+            }
         }
         Ok(Db { conn })
     }
 
-    fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-    }
-
-    fn record((spec, created_at, state, pid, started_at): Row) -> Result<Record, FleetError> {
-        let spec: ContainerSpec = serde_json::from_str(&spec)
-            .map_err(|e| FleetError::Db(format!("a recorded spec does not parse: {e}")))?;
-        Ok(Record {
-            spec,
-            created_at,
-            state,
-            pid,
-            started_at,
+    fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Record, FleetError>> {
+        let spec: String = r.get(0)?;
+        let op = match (r.get::<_, Option<i32>>(9)?, r.get::<_, Option<i64>>(10)?) {
+            (Some(pid), Some(start)) => Some((pid, start as u64)),
+            _ => None,
+        };
+        let rec = serde_json::from_str::<ContainerSpec>(&spec)
+            .map_err(|e| FleetError::Db(format!("a recorded spec does not parse: {e}")));
+        Ok(match rec {
+            Ok(spec) => Ok(Record {
+                spec,
+                created_at: r.get(1)?,
+                state: r.get(2)?,
+                pid: r.get(3)?,
+                started_at: r.get(4)?,
+                desired: r.get(5)?,
+                exit_code: r.get(6)?,
+                restarts: r.get(7)?,
+                health: r.get(8)?,
+                op,
+            }),
+            Err(e) => Err(e),
         })
     }
 
@@ -134,26 +167,24 @@ impl Db {
         let row = self
             .conn
             .query_row(
-                "SELECT spec, created_at, state, pid, started_at FROM containers WHERE name = ?1",
+                &format!("SELECT {COLUMNS} FROM containers WHERE name = ?1"),
                 params![name],
-                Db::row,
+                Db::record,
             )
             .optional()
             .map_err(|e| FleetError::Db(e.to_string()))?;
-        row.map(Db::record).transpose()
+        row.transpose()
     }
 
     pub fn all(&self) -> Result<Vec<Record>, FleetError> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT spec, created_at, state, pid, started_at FROM containers ORDER BY name",
-            )
+            .prepare(&format!("SELECT {COLUMNS} FROM containers ORDER BY name"))
             .map_err(|e| FleetError::Db(e.to_string()))?;
         let rows = stmt
-            .query_map([], Db::row)
+            .query_map([], Db::record)
             .map_err(|e| FleetError::Db(e.to_string()))?;
-        rows.map(|r| Db::record(r.map_err(|e| FleetError::Db(e.to_string()))?))
+        rows.map(|r| r.map_err(|e| FleetError::Db(e.to_string()))?)
             .collect()
     }
 
@@ -169,6 +200,53 @@ impl Db {
                 "UPDATE containers SET state = ?2, pid = ?3, started_at = COALESCE(?4, started_at) WHERE name = ?1",
                 params![name, state, pid, started_at],
             )
+            .map_err(|e| FleetError::Db(e.to_string()))?;
+        Ok(())
+    }
+
+    /// What the operator asked for: `running` or `stopped`.
+    pub fn set_desired(&self, name: &str, desired: &str) -> Result<(), FleetError> {
+        self.exec(
+            "UPDATE containers SET desired = ?2 WHERE name = ?1",
+            params![name, desired],
+        )
+    }
+
+    /// How the last run ended.
+    pub fn set_exit(&self, name: &str, code: Option<i32>) -> Result<(), FleetError> {
+        self.exec(
+            "UPDATE containers SET exit_code = ?2 WHERE name = ?1",
+            params![name, code],
+        )
+    }
+
+    /// One more restart by the supervisor.
+    pub fn count_restart(&self, name: &str) -> Result<(), FleetError> {
+        self.exec(
+            "UPDATE containers SET restarts = restarts + 1 WHERE name = ?1",
+            params![name],
+        )
+    }
+
+    /// The health command's verdict (None: no verdict yet, or not running).
+    pub fn set_health(&self, name: &str, health: Option<&str>) -> Result<(), FleetError> {
+        self.exec(
+            "UPDATE containers SET health = ?2 WHERE name = ?1",
+            params![name, health],
+        )
+    }
+
+    /// The `plinth run` process starting `name`, or none.
+    pub fn set_op(&self, name: &str, op: Option<(i32, u64)>) -> Result<(), FleetError> {
+        self.exec(
+            "UPDATE containers SET op_pid = ?2, op_start = ?3 WHERE name = ?1",
+            params![name, op.map(|o| o.0), op.map(|o| o.1 as i64)],
+        )
+    }
+
+    fn exec(&self, sql: &str, p: impl rusqlite::Params) -> Result<(), FleetError> {
+        self.conn
+            .execute(sql, p)
             .map_err(|e| FleetError::Db(e.to_string()))?;
         Ok(())
     }

@@ -24,20 +24,29 @@
 //! ```
 #![deny(missing_docs)]
 
+mod api;
 mod apply;
 mod bundle;
+mod daemon;
 mod db;
+mod logs;
 mod netns;
 mod spec;
+mod sys;
 mod upgrade;
 
+pub use api::Client;
 pub use apply::{Action, Manifest, Plan};
+pub use daemon::{serve, DaemonOptions};
 pub use db::Record;
-pub use spec::{parse_size, Base, Bind, ContainerSpec, Network, Restart, DEFAULT_HIDE};
+pub use logs::{follow, LogRotation};
+pub use spec::{
+    parse_size, Base, Bind, ContainerSpec, HealthCheck, Network, Restart, DEFAULT_HIDE,
+};
 pub use upgrade::{Affected, UpgradeReport};
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use plinth_runtime::{RuntimeRoot, Status};
 use serde::Serialize;
@@ -78,6 +87,9 @@ pub enum FleetError {
     /// The runtime refused.
     #[error("{0}")]
     Runtime(String),
+    /// The supervisor could not be reached or refused.
+    #[error("supervisor: {0}")]
+    Daemon(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> FleetError {
@@ -102,6 +114,14 @@ pub struct ContainerInfo {
     pub created_at: String,
     /// The command.
     pub command: Vec<String>,
+    /// `running` or `stopped`: what it was last asked to be.
+    pub desired: String,
+    /// The exit status of its last run.
+    pub exit_code: Option<i32>,
+    /// How often the supervisor restarted it.
+    pub restarts: i64,
+    /// `starting`, `healthy` or `unhealthy` when it has a health command.
+    pub health: Option<String>,
 }
 
 /// The containers of one host.
@@ -110,6 +130,7 @@ pub struct Fleet {
     runtime: RuntimeRoot,
     runtime_exe: PathBuf,
     db: db::Db,
+    daemon: Option<Client>,
 }
 
 impl Fleet {
@@ -130,7 +151,39 @@ impl Fleet {
             runtime: RuntimeRoot::new(run_dir.into()),
             runtime_exe: runtime_exe.into(),
             db,
+            daemon: None,
         })
+    }
+
+    /// Sends the verbs that run or stop containers (`start`, `stop`,
+    /// `restart`, `rm`, and `apply` and `upgrade`, which use them) to the
+    /// supervisor behind `client`, which becomes the subreaper of what it
+    /// starts and applies restart policies.
+    pub fn attach(&mut self, client: Client) {
+        self.daemon = Some(client);
+    }
+
+    fn client(&self) -> Result<&Client, FleetError> {
+        self.daemon.as_ref().ok_or_else(|| {
+            FleetError::Daemon("no supervisor attached (`plinth daemon` runs containers)".into())
+        })
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// A container's log file (`console.log`; `console.log.1` and so on
+    /// are older).
+    pub fn log_path(&self, name: &str) -> Result<PathBuf, FleetError> {
+        self.record(name)?;
+        Ok(self.dir(name).join("console.log"))
+    }
+
+    /// The OCI runtime root that holds the running containers.
+    pub fn runtime_root(&self) -> &Path {
+        self.runtime.path()
     }
 
     fn dir(&self, name: &str) -> PathBuf {
@@ -189,13 +242,11 @@ impl Fleet {
         }
     }
 
-    /// `plinth start NAME`: mounts the container's root and runs its
-    /// command; returns the init's pid.
+    /// `plinth start NAME` (through the supervisor): mounts the container's
+    /// root and runs its command; returns the init's pid.
     pub fn start(&self, name: &str) -> Result<i32, FleetError> {
-        // start_many returns the error of a failed start; on success the
-        // report has the pid.
         let mut pid = 0;
-        self.start_many(&[name.to_string()], 1, &mut |_, r| {
+        self.start_many(&[name.to_string()], &mut |_, r| {
             if let Ok(p) = r {
                 pid = *p;
             }
@@ -203,38 +254,66 @@ impl Fleet {
         Ok(pid)
     }
 
-    /// Starts `names`, with up to `parallel` runtime processes at once (each
-    /// container is still made by its own single-threaded `plinth run`);
-    /// `report` gets each result. Returns the first failure once all are
-    /// done.
+    /// Starts `names` through the supervisor (a few runtime processes at a
+    /// time); `report` gets each result. Returns the first failure once all
+    /// are done.
     pub fn start_many(
         &self,
         names: &[String],
-        parallel: usize,
         report: &mut dyn FnMut(&str, &Result<i32, FleetError>),
     ) -> Result<(), FleetError> {
+        self.batch("start", names, None, false, report)
+    }
+
+    /// `plinth stop NAME`: SIGTERM, then SIGKILL after `timeout`; the
+    /// container's runtime state and root mount go away, its upper layer
+    /// stays, and the supervisor leaves it stopped.
+    pub fn stop(&self, name: &str, timeout: Duration) -> Result<(), FleetError> {
+        self.stop_many(&[name.to_string()], timeout)
+    }
+
+    /// Stops `names` together: SIGTERM to all, one grace period, SIGKILL to
+    /// what still runs.
+    pub fn stop_many(&self, names: &[String], timeout: Duration) -> Result<(), FleetError> {
+        self.batch("stop", names, Some(timeout), false, &mut |_, _| {})
+    }
+
+    /// `plinth restart`: stop (as [`Fleet::stop_many`]), then start.
+    pub fn restart_many(
+        &self,
+        names: &[String],
+        timeout: Duration,
+        report: &mut dyn FnMut(&str, &Result<i32, FleetError>),
+    ) -> Result<(), FleetError> {
+        self.batch("restart", names, Some(timeout), false, report)
+    }
+
+    fn batch(
+        &self,
+        verb: &str,
+        names: &[String],
+        timeout: Option<Duration>,
+        force: bool,
+        report: &mut dyn FnMut(&str, &Result<i32, FleetError>),
+    ) -> Result<(), FleetError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let batch = api::Batch {
+            names: names.to_vec(),
+            timeout_ms: timeout.map(|t| t.as_millis() as u64),
+            force,
+        };
         let mut first_err = None;
-        let mut running: std::collections::VecDeque<(String, std::process::Child)> =
-            std::collections::VecDeque::new();
-        let mut done = |name: &str, r: Result<i32, FleetError>| {
-            report(name, &r);
+        for o in self.client()?.batch(verb, &batch)? {
+            let r = match o.error {
+                Some(e) => Err(FleetError::Runtime(e)),
+                None => Ok(o.pid.unwrap_or(0)),
+            };
+            report(&o.name, &r);
             if let Err(e) = r {
                 first_err.get_or_insert(e);
             }
-        };
-        for name in names {
-            match self.prepare_start(name) {
-                Ok(child) => running.push_back((name.clone(), child)),
-                Err(e) => done(name, Err(e)),
-            }
-            while running.len() >= parallel.max(1) {
-                if let Some((n, c)) = running.pop_front() {
-                    done(&n, self.finish_start(&n, c));
-                }
-            }
-        }
-        while let Some((n, c)) = running.pop_front() {
-            done(&n, self.finish_start(&n, c));
         }
         match first_err {
             Some(e) => Err(e),
@@ -244,7 +323,7 @@ impl Fleet {
 
     /// Everything before the runtime: checks, the root mount, the network
     /// namespace and the config; then the runtime process, not waited for.
-    fn prepare_start(&self, name: &str) -> Result<std::process::Child, FleetError> {
+    pub(crate) fn prepare_start(&self, name: &str) -> Result<std::process::Child, FleetError> {
         let rec = self.record(name)?;
         if self.live(&rec).0 == "running" {
             return Err(FleetError::State {
@@ -265,10 +344,19 @@ impl Fleet {
             })
             .and_then(|ns| bundle::write_config(&dir, &rec.spec, ns.as_deref()))
             .and_then(|()| self.spawn(name, &dir));
-        if spawned.is_err() {
-            self.undo_start(name);
+        match spawned {
+            Ok(child) => {
+                let pid = child.id() as i32;
+                let op = plinth_runtime::proc_start_time(nix::unistd::Pid::from_raw(pid))
+                    .map(|(start, _)| (pid, start));
+                self.db.set_op(name, op)?;
+                Ok(child)
+            }
+            Err(e) => {
+                self.undo_start(name);
+                Err(e)
+            }
         }
-        spawned
     }
 
     /// A start that failed leaves no runtime state, mount or namespace.
@@ -277,27 +365,29 @@ impl Fleet {
         let _ = plinth_runtime::container::delete(&self.runtime, name, true);
         bundle::release(&dir);
         let _ = self.db.set_state(name, "failed", None, None);
+        let _ = self.db.set_op(name, None);
     }
 
-    /// Waits for the runtime process of `name` and records the result.
-    fn finish_start(&self, name: &str, mut child: std::process::Child) -> Result<i32, FleetError> {
+    /// After the runtime process of `name` ended (`ok`: its exit status, when
+    /// known): the init's pid, recorded, or the runtime's error.
+    pub(crate) fn complete_start(&self, name: &str, ok: Option<bool>) -> Result<i32, FleetError> {
         let dir = self.dir(name);
-        let started = child
-            .wait()
-            .map_err(io(self.runtime_exe.display().to_string()))
-            .and_then(|status| {
-                if status.success() {
-                    plinth_runtime::container::state(&self.runtime, name)
-                        .map(|st| st.pid)
-                        .map_err(|e| FleetError::Runtime(format!("{name}: {e}")))
-                } else {
-                    let why = std::fs::read_to_string(dir.join("start-error.log"))
-                        .ok()
-                        .and_then(|t| t.lines().last().map(str::to_string))
-                        .unwrap_or_else(|| format!("the runtime exited with {status}"));
-                    Err(FleetError::Runtime(format!("{name}: cannot start: {why}")))
-                }
-            });
+        let st = plinth_runtime::container::state(&self.runtime, name);
+        let started = match (ok, st) {
+            (Some(true) | None, Ok(st)) if st.status != Status::Stopped => Ok(st.pid),
+            (Some(true), Ok(_)) => Err(FleetError::Runtime(format!(
+                "{name}: cannot start: its process ended at once (see {})",
+                dir.join("console.log").display()
+            ))),
+            (Some(true), Err(e)) => Err(FleetError::Runtime(format!("{name}: {e}"))),
+            _ => {
+                let why = std::fs::read_to_string(dir.join("start-error.log"))
+                    .ok()
+                    .and_then(|t| t.lines().last().map(str::to_string))
+                    .unwrap_or_else(|| "the runtime failed".into());
+                Err(FleetError::Runtime(format!("{name}: cannot start: {why}")))
+            }
+        };
         match started {
             Ok(pid) => {
                 self.db.set_state(
@@ -306,6 +396,8 @@ impl Fleet {
                     Some(pid),
                     Some(&plinth_runtime::timestamp()),
                 )?;
+                self.db.set_op(name, None)?;
+                self.db.set_health(name, None)?;
                 Ok(pid)
             }
             Err(e) => {
@@ -313,6 +405,33 @@ impl Fleet {
                 Err(e)
             }
         }
+    }
+
+    /// After the init of `name` ended: its runtime state, root mount and
+    /// network namespace go; the record says `stopped` (a clean exit or a
+    /// stop that was asked for) or `failed`.
+    pub(crate) fn complete_exit(
+        &self,
+        name: &str,
+        code: Option<i32>,
+        asked: bool,
+    ) -> Result<(), FleetError> {
+        let deleted = plinth_runtime::container::delete(&self.runtime, name, true);
+        bundle::release(&self.dir(name));
+        let state = if asked || code == Some(0) {
+            "stopped"
+        } else {
+            "failed"
+        };
+        self.db.set_state(name, state, None, None)?;
+        self.db.set_exit(name, code)?;
+        self.db.set_health(name, None)?;
+        deleted.map_err(|e| FleetError::Runtime(format!("{name}: {e}")))
+    }
+
+    /// Sends `signal` to every process of `name`.
+    pub(crate) fn signal(&self, name: &str, signal: nix::sys::signal::Signal) {
+        let _ = plinth_runtime::container::kill(&self.runtime, name, signal, true);
     }
 
     /// Starts `plinth --root RUN run --detach` with the container's log as
@@ -344,68 +463,21 @@ impl Fleet {
             .map_err(io(self.runtime_exe.display().to_string()))
     }
 
-    /// `plinth stop NAME`: SIGTERM, then SIGKILL after `timeout`; the
-    /// container's runtime state and root mount go away, its upper layer
-    /// stays.
-    pub fn stop(&self, name: &str, timeout: Duration) -> Result<(), FleetError> {
-        self.stop_many(&[name.to_string()], timeout)
-    }
-
-    /// Stops `names` together: SIGTERM to all, one grace period, SIGKILL to
-    /// what still runs.
-    pub fn stop_many(&self, names: &[String], timeout: Duration) -> Result<(), FleetError> {
-        let recs = names
-            .iter()
-            .map(|n| self.record(n))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut live = Vec::new();
-        for rec in &recs {
-            let name = &rec.spec.name;
-            if let Ok(st) = plinth_runtime::container::state(&self.runtime, name) {
-                if st.status == Status::Running || st.status == Status::Paused {
-                    let term = nix::sys::signal::Signal::SIGTERM;
-                    let _ = plinth_runtime::container::kill(&self.runtime, name, term, true);
-                }
-                live.push(rec);
-            }
-        }
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline && live.iter().any(|r| self.live(r).0 == "running") {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let mut first_err = None;
-        for rec in &recs {
-            let name = &rec.spec.name;
-            if live.iter().any(|r| r.spec.name == *name) {
-                if let Err(e) = plinth_runtime::container::delete(&self.runtime, name, true) {
-                    first_err.get_or_insert(FleetError::Runtime(format!("{name}: {e}")));
-                    continue;
-                }
-            }
-            bundle::release(&self.dir(name));
-            self.db.set_state(name, "stopped", None, None)?;
-        }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    /// `plinth rm NAME`: a running container needs `force` (then it is
-    /// stopped first, without grace).
+    /// `plinth rm NAME` (through the supervisor): a running container needs
+    /// `force` (then it is stopped first, without grace).
     pub fn remove(&self, name: &str, force: bool) -> Result<(), FleetError> {
-        let rec = self.record(name)?;
-        if self.live(&rec).0 == "running" {
-            if !force {
-                return Err(FleetError::State {
-                    name: name.into(),
-                    why: "running; stop it first or use --force".into(),
-                });
-            }
-            self.stop(name, Duration::ZERO)?;
-        } else {
-            let _ = plinth_runtime::container::delete(&self.runtime, name, true);
-        }
+        self.remove_many(&[name.to_string()], force)
+    }
+
+    /// Removes `names` (see [`Fleet::remove`]).
+    pub fn remove_many(&self, names: &[String], force: bool) -> Result<(), FleetError> {
+        self.batch("remove", names, None, force, &mut |_, _| {})
+    }
+
+    /// Removes the files and record of a container that does not run.
+    pub(crate) fn remove_stopped(&self, name: &str) -> Result<(), FleetError> {
+        self.record(name)?;
+        let _ = plinth_runtime::container::delete(&self.runtime, name, true);
         let dir = self.dir(name);
         bundle::release(&dir);
         match std::fs::remove_dir_all(&dir) {
@@ -432,6 +504,10 @@ impl Fleet {
                     started_at: rec.started_at.clone(),
                     created_at: rec.created_at.clone(),
                     command: rec.spec.command.clone(),
+                    desired: rec.desired.clone(),
+                    exit_code: rec.exit_code,
+                    restarts: rec.restarts,
+                    health: rec.health.clone(),
                 }
             })
             .collect())

@@ -138,6 +138,17 @@ impl Bind {
     }
 }
 
+/// A command run in the container (`/bin/sh -c COMMAND`) to tell whether
+/// it works: exit status 0 is healthy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// The shell command.
+    pub command: String,
+    /// Seconds between checks once it is healthy (while it starts, checks
+    /// run every quarter of a second).
+    pub interval: u64,
+}
+
 /// Everything `plinth new` records.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ContainerSpec {
@@ -169,6 +180,9 @@ pub struct ContainerSpec {
     /// The restart policy, applied by the supervisor.
     #[serde(default)]
     pub restart: Restart,
+    /// The health check, run by the supervisor.
+    #[serde(default)]
+    pub health: Option<HealthCheck>,
 }
 
 /// The paths hidden when `--hide` is not given.
@@ -197,6 +211,7 @@ impl ContainerSpec {
             cpus: None,
             pids: None,
             restart: Restart::No,
+            health: None,
         })
     }
 

@@ -202,13 +202,9 @@ impl Fleet {
         let names: Vec<String> = out.affected.iter().map(|a| a.name.clone()).collect();
         for wave in names.chunks(parallel.max(1)) {
             // The wave stops together (one grace period for all), then starts
-            // together.
-            if let Err(e) = self.stop_many(wave, stop_timeout) {
-                out.failed = Some((wave[0].clone(), e.to_string()));
-                return Ok(out);
-            }
+            // together; the supervisor does both.
             let mut failed = None;
-            let started = self.start_many(wave, wave.len(), &mut |name, r| {
+            let restarted = self.restart_many(wave, stop_timeout, &mut |name, r| {
                 if let Err(e) = r {
                     failed.get_or_insert((name.to_string(), e.to_string()));
                 }
@@ -217,19 +213,52 @@ impl Fleet {
                 out.failed = Some(f);
                 return Ok(out);
             }
-            started?;
-            // The wave is healthy when all of it still runs a moment later.
-            std::thread::sleep(Duration::from_millis(100));
+            restarted?;
+            if let Some(f) = self.wait_healthy(wave)? {
+                out.failed = Some(f);
+                return Ok(out);
+            }
             for name in wave {
-                let rec = self.record(name)?;
-                if self.live(&rec).0 != "running" {
-                    out.failed = Some((name.clone(), "exited after the restart".into()));
-                    return Ok(out);
-                }
                 out.restarted.push(name.clone());
                 report(name);
             }
         }
         Ok(out)
     }
+
+    /// Waits until every container of `names` is healthy: its health check
+    /// passed, or (without one) it still runs a moment after its start.
+    /// The first that is not names the failure.
+    fn wait_healthy(&self, names: &[String]) -> Result<Option<(String, String)>, FleetError> {
+        let deadline = std::time::Instant::now() + HEALTH_WAIT;
+        std::thread::sleep(Duration::from_millis(100));
+        loop {
+            let mut waiting = false;
+            for name in names {
+                let rec = self.record(name)?;
+                if self.live(&rec).0 != "running" {
+                    return Ok(Some((name.clone(), "exited after the restart".into())));
+                }
+                match (&rec.spec.health, rec.health.as_deref()) {
+                    (None, _) | (Some(_), Some("healthy")) => {}
+                    (Some(_), Some("unhealthy")) => {
+                        return Ok(Some((name.clone(), "unhealthy after the restart".into())))
+                    }
+                    (Some(_), _) => waiting = true,
+                }
+            }
+            if !waiting {
+                return Ok(None);
+            }
+            if std::time::Instant::now() >= deadline {
+                let name = names[0].clone();
+                let why = format!("not healthy {} s after the restart", HEALTH_WAIT.as_secs());
+                return Ok(Some((name, why)));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
+
+/// How long `upgrade` waits for a restarted wave to become healthy.
+const HEALTH_WAIT: Duration = Duration::from_secs(60);
