@@ -870,10 +870,15 @@ impl Supervisor {
                     self.queue_start(name);
                     return;
                 } else {
-                    // Nothing runs: only what an ended run left goes.
+                    // Nothing runs (a restart may have been due): only what
+                    // an ended run left goes, and it is stopped now.
                     let _ = plinth_runtime::container::delete(&self.fleet.runtime, name, true);
                     crate::bundle::release(&self.fleet.dir(name));
-                    Ok(0)
+                    self.fleet
+                        .db
+                        .set_state(name, "stopped", None, None)
+                        .map(|()| 0)
+                        .map_err(|e| e.to_string())
                 };
                 self.notify(name, &r);
             }
