@@ -35,6 +35,10 @@ pub(crate) struct Batch {
     pub timeout_ms: Option<u64>,
     #[serde(default)]
     pub force: bool,
+    /// `start`: a container that already runs is a success, not an error
+    /// (what `apply` wants; `plinth start` says it already runs).
+    #[serde(default)]
+    pub ensure: bool,
 }
 
 /// What happened to one container of a batch.

@@ -207,6 +207,14 @@ pub fn serve(fleet: Fleet, opts: DaemonOptions) -> Result<(), FleetError> {
         .and_then(|()| write!(lock, "{}", std::process::id()))
         .map_err(io(lock_path.display().to_string()))?;
 
+    // A pidfd per container: 1024 descriptors, a common soft limit, would
+    // cap the fleet. The hard limit needs no privilege.
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| io("prctl(PR_SET_CHILD_SUBREAPER)")(e.into()))?;
     let mut mask = SigSet::empty();
@@ -598,7 +606,7 @@ impl Supervisor {
         for name in &batch.names {
             if self.units.contains_key(name) || self.fleet.exists(name).unwrap_or(false) {
                 match verb {
-                    "start" => self.request_start(name, job),
+                    "start" => self.request_start(name, batch.ensure, job),
                     "stop" => self.request_stop(name, timeout, Then::Rest, job),
                     "restart" => self.request_stop(name, timeout, Then::Start, job),
                     _ => self.request_remove(name, batch.force, job),
@@ -649,9 +657,14 @@ impl Supervisor {
 
     // ---- start ---------------------------------------------------------
 
-    fn request_start(&mut self, name: &str, job: u64) {
+    fn request_start(&mut self, name: &str, ensure: bool, job: u64) {
         let u = self.unit(name);
         match u.phase {
+            Phase::Running { ref init, .. } if ensure => {
+                let pid = init.pid;
+                let _ = self.fleet.db.set_desired(name, "running");
+                self.done(job, name, Ok(pid));
+            }
             Phase::Running { .. } => {
                 let why = "already running".to_string();
                 let e = FleetError::State {

@@ -246,7 +246,7 @@ impl Fleet {
     /// root and runs its command; returns the init's pid.
     pub fn start(&self, name: &str) -> Result<i32, FleetError> {
         let mut pid = 0;
-        self.start_many(&[name.to_string()], &mut |_, r| {
+        self.batch("start", &[name.to_string()], None, false, &mut |_, r| {
             if let Ok(p) = r {
                 pid = *p;
             }
@@ -255,14 +255,14 @@ impl Fleet {
     }
 
     /// Starts `names` through the supervisor (a few runtime processes at a
-    /// time); `report` gets each result. Returns the first failure once all
-    /// are done.
+    /// time); one that already runs counts as started. `report` gets each
+    /// result. Returns the first failure once all are done.
     pub fn start_many(
         &self,
         names: &[String],
         report: &mut dyn FnMut(&str, &Result<i32, FleetError>),
     ) -> Result<(), FleetError> {
-        self.batch("start", names, None, false, report)
+        self.batch("ensure", names, None, false, report)
     }
 
     /// `plinth stop NAME`: SIGTERM, then SIGKILL after `timeout`; the
@@ -299,10 +299,15 @@ impl Fleet {
         if names.is_empty() {
             return Ok(());
         }
+        let (verb, ensure) = match verb {
+            "ensure" => ("start", true),
+            v => (v, false),
+        };
         let batch = api::Batch {
             names: names.to_vec(),
             timeout_ms: timeout.map(|t| t.as_millis() as u64),
             force,
+            ensure,
         };
         let mut first_err = None;
         for o in self.client()?.batch(verb, &batch)? {

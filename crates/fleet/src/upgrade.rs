@@ -123,6 +123,7 @@ impl Fleet {
             let pids = plinth_runtime::container::ps(&self.runtime, &name)
                 .map(|p| p.into_iter().map(|p| p.as_raw()).collect())
                 .unwrap_or_else(|_| vec![init]);
+            let since = started_epoch(init);
             let mut changed = BTreeSet::new();
             for pid in pids {
                 for (path, inode) in mapped_files(pid) {
@@ -130,17 +131,22 @@ impl Fleet {
                     if std::fs::symlink_metadata(upper.join(rel)).is_ok() {
                         continue;
                     }
-                    match std::fs::metadata(lower.join(rel)) {
-                        Ok(m) if m.ino() == inode => {}
-                        _ => {
-                            changed.insert(path);
-                        }
+                    // Another inode, and changed since the container started
+                    // (the inode alone misleads when the platform is itself
+                    // an overlay: the mapping shows the file underneath).
+                    let now = std::fs::metadata(lower.join(rel));
+                    let same = match &now {
+                        Ok(m) => m.ino() == inode || since.is_some_and(|t| m.ctime() < t),
+                        Err(_) => false,
+                    };
+                    if !same {
+                        changed.insert(path);
                     }
                 }
             }
             a.changed = changed.into_iter().collect();
             let own_files = upper_files(&upper, 100_000);
-            if let Some(since) = started_epoch(init) {
+            if let Some(since) = since {
                 for rel in &own_files {
                     if let Ok(m) = std::fs::symlink_metadata(lower.join(rel)) {
                         if m.ctime() >= since {

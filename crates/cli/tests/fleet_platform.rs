@@ -1,0 +1,425 @@
+//! The fleet's whole operating model on a real distribution: a debootstrapped Debian
+//! root is the `dir:` platform of 100 containers made by `plinth apply`, each a small
+//! server on loopback in its own network namespace; the supervisor is killed with
+//! SIGKILL in the middle of the apply and the next apply converges with nothing leaked;
+//! then a newer build of one library package (from `apt-get download`) is installed into
+//! the platform with dpkg, and `plinth upgrade` restarts exactly the containers that map
+//! that library, reports the container that shadows it, and touches nothing else.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{require, require_root, require_tool, TestDir};
+use serde_json::Value;
+
+const LIB: &str = "usr/lib/x86_64-linux-gnu/libcrypt.so.1.1.0";
+const PREFIX: &str = "plat-";
+
+fn plinth(td: &TestDir) -> common::TestCommand {
+    let mut cmd = td.plinth();
+    cmd.env("PLINTH_STATE_DIR", td.path().join("state"));
+    cmd
+}
+
+fn ls(td: &TestDir) -> BTreeMap<String, Value> {
+    let v = plinth(td).args(["ls", "--format", "json"]).json();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap().to_string(), c.clone()))
+        .collect()
+}
+
+fn pids(td: &TestDir) -> BTreeMap<String, i64> {
+    ls(td)
+        .into_iter()
+        .map(|(n, c)| {
+            assert_eq!(c["state"], "running", "{c}");
+            (n, c["pid"].as_i64().unwrap())
+        })
+        .collect()
+}
+
+/// The overlay of the cached Debian root (read-only below) and a writable layer of
+/// the test's: a platform that dpkg may change without touching the cache.
+struct Platform {
+    merged: PathBuf,
+}
+
+impl Platform {
+    fn mount(td: &TestDir, cached: &Path) -> Platform {
+        let (upper, work, merged) = (
+            td.path().join("platform-upper"),
+            td.path().join("platform-work"),
+            td.path().join("platform"),
+        );
+        for d in [&upper, &work, &merged] {
+            fs::create_dir_all(d).unwrap();
+        }
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            cached.display(),
+            upper.display(),
+            work.display()
+        );
+        nix::mount::mount(
+            Some("overlay"),
+            &merged,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .unwrap();
+        Platform { merged }
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.merged, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Removes the test's containers and stops its supervisor (before the platform goes).
+struct FleetGuard<'a>(&'a TestDir);
+
+impl Drop for FleetGuard<'_> {
+    fn drop(&mut self) {
+        // The manifest, emptied: it removes what it made.
+        let manifest = self.0.path().join("fleet.toml");
+        let _ = fs::write(&manifest, "");
+        let _ = plinth(self.0).arg("apply").arg(&manifest).output();
+        let _ = plinth(self.0).args(["daemon", "--stop"]).output();
+    }
+}
+
+/// GET /cgi-bin/name on 127.0.0.1:8080 in the network namespace of `pid`.
+fn get_in_netns(pid: i64) -> String {
+    std::thread::spawn(move || {
+        let ns = fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match std::net::TcpStream::connect("127.0.0.1:8080") {
+                Ok(mut s) => {
+                    use std::io::{Read, Write};
+                    s.write_all(b"GET /cgi-bin/name HTTP/1.0\r\n\r\n").unwrap();
+                    let mut body = String::new();
+                    let _ = s.read_to_string(&mut body);
+                    // The name is the answer's last line (after HTTP and CGI headers).
+                    let text = body.trim_end().lines().last().unwrap_or("").trim();
+                    let text = if text.starts_with("HTTP/") { "" } else { text };
+                    if !text.is_empty() || Instant::now() > deadline {
+                        return text.to_string();
+                    }
+                }
+                Err(e) if Instant::now() > deadline => panic!("pid {pid}: {e}"),
+                Err(_) => {}
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .join()
+    .unwrap()
+}
+
+/// Inodes of the files a process maps, by path.
+fn maps(pid: i64) -> BTreeMap<String, u64> {
+    fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.get(5)?.to_string(), f.get(4)?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// What the test can see of a fleet on the host: its root mounts and network
+/// namespaces, the runtime's container directories and the cgroups named after its
+/// containers.
+fn host_traces(td: &TestDir) -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>) {
+    let state = td.path().join("state/containers");
+    let mounts: BTreeSet<String> = common::mountinfo()
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|m| m.starts_with(&state.to_string_lossy().to_string()))
+        .collect();
+    let runtime: BTreeSet<String> = fs::read_dir(td.path().join("root/fleet"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let cgroups: BTreeSet<String> = fs::read_dir("/sys/fs/cgroup/pids/plinth")
+        .or_else(|_| fs::read_dir("/sys/fs/cgroup/plinth"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.starts_with(PREFIX))
+                .collect()
+        })
+        .unwrap_or_default();
+    (mounts, runtime, cgroups)
+}
+
+/// A newer build of `package`: the archive's .deb from `apt-get download`, rebuilt
+/// with its version raised (as a binNMU or a security rebuild would).
+fn newer_build(td: &TestDir, package: &str) -> PathBuf {
+    let dir = td.path().join("deb");
+    fs::create_dir_all(&dir).unwrap();
+    let ok = Command::new("apt-get")
+        .args(["download", package])
+        .current_dir(&dir)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "apt-get download {package}");
+    let deb = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .unwrap();
+    let tree = dir.join("tree");
+    assert!(Command::new("dpkg-deb")
+        .arg("-R")
+        .arg(&deb)
+        .arg(&tree)
+        .status()
+        .unwrap()
+        .success());
+    let control = tree.join("DEBIAN/control");
+    let text = fs::read_to_string(&control).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("Version: ") {
+            Some(v) => format!("Version: {v}+plinth1\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    fs::write(&control, text).unwrap();
+    let out = dir.join(format!("{package}-newer.deb"));
+    let built = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-b"])
+        .arg(&tree)
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(built.success());
+    out
+}
+
+#[test]
+fn a_debian_platform_apply_a_killed_supervisor_and_an_upgrade() {
+    if !require_root()
+        || !require(common::host_busybox_is_static(), "a static /bin/busybox")
+        || !require_tool("apt-get")
+        || !require_tool("dpkg-deb")
+    {
+        return;
+    }
+    let Some(cached) = common::debian::debian_root("bookworm") else {
+        return;
+    };
+    let td = TestDir::new("fleet-platform");
+    let platform = Platform::mount(&td, &cached);
+    let _g = FleetGuard(&td);
+    let root = &platform.merged;
+    // The platform gets a static busybox and a CGI script that answers with the
+    // container's hostname; perl (perl-base) is the platform's own.
+    fs::copy("/bin/busybox", root.join("usr/local/bin/busybox")).unwrap();
+    fs::create_dir_all(root.join("srv/cgi-bin")).unwrap();
+    fs::write(
+        root.join("srv/cgi-bin/name"),
+        "#!/usr/local/bin/busybox sh\necho 'Content-Type: text/plain'\necho\n/usr/local/bin/busybox hostname\n",
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(root.join("srv/cgi-bin/name"))
+        .status()
+        .unwrap();
+
+    // 50 perl servers (perl maps libcrypt) and 50 static busybox ones (map nothing).
+    let perl = r#"use IO::Socket::INET; my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1:8080", Listen => 64, ReuseAddr => 1) or die "listen: $!"; open(my $h, "<", "/proc/sys/kernel/hostname"); my $n = <$h>; while (my $c = $s->accept) { <$c>; print $c "HTTP/1.0 200 OK\r\n\r\n$n"; close $c }"#;
+    let manifest = td.path().join("fleet.toml");
+    fs::write(
+        &manifest,
+        format!(
+            "[defaults]\nbase = \"dir:{}\"\nnetwork = \"none\"\nrestart = \"always\"\n\n\
+             [[container]]\nname = \"{PREFIX}perl-{{n}}\"\ncount = 50\ncommand = [\"/usr/bin/perl\", \"-e\", {perl:?}]\n\n\
+             [[container]]\nname = \"{PREFIX}bb-{{n}}\"\ncount = 50\n\
+             command = [\"/usr/local/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"127.0.0.1:8080\", \"-h\", \"/srv\"]\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+
+    // SIGKILL to the supervisor while the apply runs.
+    let mut apply = Command::new(common::runtime_bin())
+        .arg("--root")
+        .arg(td.path().join("root"))
+        .arg("apply")
+        .arg(&manifest)
+        .env("PLINTH_STATE_DIR", td.path().join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lock = td.path().join("state/daemon.lock");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let killed = loop {
+        let running = fs::read_dir(td.path().join("root/fleet"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if running >= 20 {
+            let pid: i32 = fs::read_to_string(&lock).unwrap().trim().parse().unwrap();
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the apply did not get going");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let status = apply.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut apply.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        !status.success(),
+        "the apply whose supervisor died failed: {err}"
+    );
+    assert!(err.contains("supervisor"), "it says why: {err}");
+    eprintln!(
+        "supervisor {killed} killed during the apply: {}",
+        err.trim()
+    );
+
+    // The next apply starts another supervisor, which reconciles, and converges.
+    let out = plinth(&td)
+        .arg("apply")
+        .arg(&manifest)
+        .timeout(Duration::from_secs(300))
+        .assert_success();
+    eprintln!("{}", out.stdout.lines().last().unwrap_or(""));
+    let before = pids(&td);
+    assert_eq!(before.len(), 100);
+    for (name, pid) in &before {
+        assert_eq!(&get_in_netns(*pid), name, "{name} answers with its name");
+    }
+    let again = plinth(&td).arg("apply").arg(&manifest).assert_success();
+    assert!(
+        again
+            .stdout
+            .contains("0 create, 0 update, 0 start, 0 remove, 100 unchanged"),
+        "{again}"
+    );
+    // Nothing leaked: one root mount and one network namespace per running container,
+    // one runtime state and one cgroup each, nothing else.
+    let (mounts, runtime, cgroups) = host_traces(&td);
+    let names: BTreeSet<String> = before.keys().cloned().collect();
+    let state = td.path().join("state/containers");
+    let want_mounts: BTreeSet<String> = names
+        .iter()
+        .flat_map(|n| {
+            [
+                state.join(n).join("rootfs").display().to_string(),
+                state.join(n).join("netns").display().to_string(),
+            ]
+        })
+        .collect();
+    assert_eq!(mounts, want_mounts);
+    assert_eq!(runtime, names);
+    assert_eq!(cgroups, names);
+
+    // One perl container keeps its own copy of the library in its upper layer.
+    let shadowing = format!("{PREFIX}perl-1");
+    plinth(&td)
+        .args(["exec", &shadowing, "/bin/sh", "-c"])
+        .arg(format!("cp -p /{LIB} /{LIB}.copy && mv /{LIB}.copy /{LIB}"))
+        .assert_success();
+
+    // A newer build of libcrypt1 goes into the platform with dpkg.
+    let old_inode = fs::metadata(root.join(LIB)).unwrap().ino();
+    let deb = newer_build(&td, "libcrypt1");
+    let installed = Command::new("dpkg")
+        .arg(format!("--root={}", root.display()))
+        .args(["--force-not-root", "-i"])
+        .arg(&deb)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(installed.success(), "dpkg -i {}", deb.display());
+    let new_inode = fs::metadata(root.join(LIB)).unwrap().ino();
+    assert_ne!(old_inode, new_inode, "dpkg replaced the library");
+
+    let report = plinth(&td)
+        .args(["upgrade", "--parallel", "10", "--format", "json"])
+        .timeout(Duration::from_secs(300))
+        .json();
+    let names_of = |key: &str| -> BTreeSet<String> {
+        report[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().or(a.as_str()).unwrap().to_string())
+            .collect()
+    };
+    let perl: BTreeSet<String> = (2..=50).map(|n| format!("{PREFIX}perl-{n}")).collect();
+    assert_eq!(
+        names_of("affected"),
+        perl,
+        "exactly the containers that map the library"
+    );
+    assert_eq!(names_of("restarted"), perl);
+    let shadowed: Vec<String> = report["unaffected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["name"] == shadowing.as_str())
+        .flat_map(|a| a["shadowed"].as_array().unwrap().clone())
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(shadowed, [format!("/{LIB}")], "{report}");
+
+    let after = pids(&td);
+    for (name, pid) in &after {
+        let restarted = perl.contains(name);
+        assert_eq!(
+            pid != &before[name],
+            restarted,
+            "{name}: restarted iff it maps the library"
+        );
+        if restarted {
+            let m = maps(*pid);
+            assert_eq!(
+                m.get(&format!("/{LIB}")),
+                Some(&new_inode),
+                "{name} maps the new file"
+            );
+        }
+        assert_eq!(&get_in_netns(*pid), name);
+    }
+
+    // The manifest, emptied, removes everything it made, and leaves nothing behind.
+    fs::write(&manifest, "").unwrap();
+    let out = plinth(&td).arg("apply").arg(&manifest).assert_success();
+    assert!(out.stdout.contains("100 remove"), "{out}");
+    let (mounts, runtime, cgroups) = host_traces(&td);
+    assert!(
+        mounts.is_empty() && runtime.is_empty() && cgroups.is_empty(),
+        "{mounts:?} {runtime:?} {cgroups:?}"
+    );
+    assert!(fs::read_dir(&state).unwrap().next().is_none());
+}
