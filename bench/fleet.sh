@@ -6,8 +6,12 @@
 # running, and host memory per idle container (the fall of MemAvailable over N
 # containers, their runtime processes included), then the time to remove them all.
 #
+# plinth's supervisor (`plinth daemon`) is started before the first measurement, as the
+# service it is on a host: its fixed cost is not counted, its growth per container is.
+#
 # Usage: bench/fleet.sh [N]        (default 100)
-# Environment: PLINTH (binary), NO_BUILD=1 to skip `cargo build --release`.
+# Environment: PLINTH (binary), NO_BUILD=1 to skip `cargo build --release`, PEERS=0 to
+# run plinth only (for N = 1000: podman's removal alone takes half an hour here).
 # Results: bench/out/fleet-<date>/summary.md, printed at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -42,6 +46,7 @@ cleanup() {
 	# Only the manifest that made them removes them: empty it and apply it.
 	printf '' >"$WORK/fleet.toml"
 	PLINTH_STATE_DIR=$WORK/state "$PLINTH" --root "$WORK/run" apply "$WORK/fleet.toml" >/dev/null 2>&1
+	PLINTH_STATE_DIR=$WORK/state "$PLINTH" --root "$WORK/run" daemon --stop >/dev/null 2>&1
 	for i in $(seq 1 "$N"); do lxc-destroy -f -n "plinth-bench-$i" >/dev/null 2>&1; done
 	lxc-destroy -f -n plinth-bench-base >/dev/null 2>&1
 	podman ps -a -q --filter label=plinth-bench | xargs -r podman rm -f >/dev/null 2>&1
@@ -62,6 +67,9 @@ TOML
 declare -A UP MEM DOWN
 
 step "plinth apply: $N containers"
+mkdir -p "$WORK/state"
+PLINTH_STATE_DIR=$WORK/state "$PLINTH" --root "$WORK/run" daemon >"$WORK/state/daemon.log" 2>&1 &
+while [ ! -S "$WORK/run/plinth.sock" ]; do sleep 0.05; done
 settle
 before=$(mem_available_kib)
 t0=$(now)
@@ -80,6 +88,8 @@ UP[plinth]=$(echo "$t1 - $t0" | bc -l)
 DOWN[plinth]=$(echo "$t3 - $t2" | bc -l)
 MEM[plinth]=$(((before - after) / N))
 echo "plinth: $running running"
+dpid=$(cat "$WORK/state/daemon.lock")
+echo "plinth: the supervisor's resident memory with $N containers: $(awk '/^VmRSS/ {print $2 " " $3}' "/proc/$dpid/status")"
 
 step "plinth upgrade: $N containers on a dir: platform whose libc is replaced"
 PLAT=$WORK/platform
@@ -108,7 +118,9 @@ PLINTH_STATE_DIR=$WORK/state "$PLINTH" --root "$WORK/run" apply "$WORK/fleet.tom
 
 step "LXC: lxc-copy -s -B overlayfs of a busybox container, lxc-start, $N times"
 lxc_ok=1
-if lxc-create -q -t busybox -n plinth-bench-base >"$OUT/lxc-create.log" 2>&1; then
+if [ "${PEERS:-1}" = 0 ]; then
+	echo "LXC: skipped (PEERS=0)"
+elif lxc-create -q -t busybox -n plinth-bench-base >"$OUT/lxc-create.log" 2>&1; then
 	cfg=/var/lib/lxc/plinth-bench-base/config
 	sed -i '/^lxc.net.0/d' "$cfg"
 	echo "lxc.net.0.type = empty" >>"$cfg"
@@ -137,7 +149,9 @@ fi
 
 step "podman run -d, $N times"
 image=localhost/plinth-busybox:test
-if podman image exists "$image"; then
+if [ "${PEERS:-1}" = 0 ]; then
+	echo "podman: skipped (PEERS=0)"
+elif podman image exists "$image"; then
 	settle
 	before=$(mem_available_kib)
 	t0=$(now)

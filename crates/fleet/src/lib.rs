@@ -10,12 +10,18 @@
 //! `plinth run --detach` process (the fork path stays single-threaded and
 //! the container's output goes to its log file), then belongs to no shim.
 //!
+//! The verbs that run or stop containers go through the supervisor
+//! ([`serve`], `plinth daemon`), which is the subreaper of every init it
+//! starts; [`Client`] talks to it.
+//!
 //! ```no_run
-//! use plinth_fleet::{Base, ContainerSpec, Fleet};
+//! use plinth_fleet::{Base, Client, ContainerSpec, Fleet};
 //! # fn main() -> Result<(), plinth_fleet::FleetError> {
-//! let fleet = Fleet::open("/var/lib/plinth", "/run/plinth/fleet", "/usr/bin/plinth")?;
+//! let mut fleet = Fleet::open("/var/lib/plinth", "/run/plinth/fleet", "/usr/bin/plinth")?;
 //! let spec = ContainerSpec::new("web-1", Base::Host, vec!["/bin/sleep".into(), "1000".into()])?;
 //! fleet.create(spec)?;
+//! let supervisor = Client::connect("/run/plinth/plinth.sock".as_ref()).expect("plinth daemon runs");
+//! fleet.attach(supervisor);
 //! fleet.start("web-1")?;
 //! fleet.stop("web-1", std::time::Duration::from_secs(10))?;
 //! fleet.remove("web-1", false)?;
