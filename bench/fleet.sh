@@ -78,6 +78,8 @@ t1=$(now)
 settle
 after=$(mem_available_kib)
 running=$(PLINTH_STATE_DIR=$WORK/state "$PLINTH" --root "$WORK/run" ls --format json | grep -c '"state": "running"')
+dpid=$(cat "$WORK/state/daemon.lock")
+echo "plinth: the supervisor's resident memory with $N containers: $(awk '/^VmRSS/ {print $2 " " $3}' "/proc/$dpid/status")"
 printf '' >"$WORK/fleet.toml"
 t2=$(now)
 PLINTH_STATE_DIR=$WORK/state "$PLINTH" --root "$WORK/run" apply "$WORK/fleet.toml" >/dev/null
@@ -88,8 +90,6 @@ UP[plinth]=$(echo "$t1 - $t0" | bc -l)
 DOWN[plinth]=$(echo "$t3 - $t2" | bc -l)
 MEM[plinth]=$(((before - after) / N))
 echo "plinth: $running running"
-dpid=$(cat "$WORK/state/daemon.lock")
-echo "plinth: the supervisor's resident memory with $N containers: $(awk '/^VmRSS/ {print $2 " " $3}' "/proc/$dpid/status")"
 
 step "plinth upgrade: $N containers on a dir: platform whose libc is replaced"
 PLAT=$WORK/platform
