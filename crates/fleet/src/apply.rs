@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{parse_size, Base, Bind, ContainerSpec, Network, Restart};
+use crate::spec::{parse_size, Base, Bind, ContainerSpec, Network, Restart, User, UserNs};
 use crate::{Fleet, FleetError};
 
 /// The fields of one container (or of `[defaults]`).
@@ -31,6 +31,8 @@ struct Fields {
     cpus: Option<f64>,
     pids: Option<i64>,
     restart: Option<String>,
+    userns: Option<String>,
+    user: Option<String>,
 }
 
 impl Fields {
@@ -50,6 +52,8 @@ impl Fields {
             cpus: self.cpus.or(d.cpus),
             pids: self.pids.or(d.pids),
             restart: self.restart.or_else(|| d.restart.clone()),
+            userns: self.userns.or_else(|| d.userns.clone()),
+            user: self.user.or_else(|| d.user.clone()),
         }
     }
 }
@@ -165,15 +169,11 @@ fn to_spec(name: &str, f: &Fields) -> Result<ContainerSpec, FleetError> {
     if let Some(h) = &f.hostname {
         s.hostname = h.replace("{name}", name);
     }
-    s.network = match f.network.as_deref().unwrap_or("none") {
-        "none" => Network::None,
-        "host" => Network::Host,
-        other => {
-            return Err(FleetError::Invalid(format!(
-                "network {other}: expected none or host"
-            )))
-        }
-    };
+    s.network = Network::parse(f.network.as_deref().unwrap_or("none"))?;
+    if let Some(u) = &f.userns {
+        s.userns = UserNs::parse(u)?;
+    }
+    s.user = f.user.as_deref().map(User::parse).transpose()?;
     s.memory = f.memory.as_deref().map(parse_size).transpose()?;
     s.cpus = f.cpus;
     s.pids = f.pids;
@@ -241,6 +241,7 @@ impl Fleet {
                     self.stop(name, Duration::from_secs(10))?;
                     let spec = m.containers[name].clone();
                     crate::bundle::make_layers(&self.dir(name), &spec)?;
+                    self.change_ids(&self.record(name)?.spec, &spec, &self.dir(name))?;
                     self.db.set_spec(&spec)?;
                     to_start.push((*action, name.clone()));
                 }

@@ -25,16 +25,27 @@
 #![deny(missing_docs)]
 
 mod apply;
+mod bridge;
 mod bundle;
 mod db;
+mod ipam;
+mod namespaces;
+mod netlink;
 mod netns;
 mod spec;
+mod sys;
 mod upgrade;
+mod userns;
 
 pub use apply::{Action, Manifest, Plan};
+pub use bridge::{BridgeConfig, DEFAULT_BRIDGE, DEFAULT_SUBNET};
 pub use db::Record;
-pub use spec::{parse_size, Base, Bind, ContainerSpec, Network, Restart, DEFAULT_HIDE};
+pub use ipam::Subnet;
+pub use spec::{
+    parse_size, Base, Bind, ContainerSpec, Network, Restart, User, UserNs, DEFAULT_HIDE,
+};
 pub use upgrade::{Affected, UpgradeReport};
+pub use userns::IdRange;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -102,6 +113,10 @@ pub struct ContainerInfo {
     pub created_at: String,
     /// The command.
     pub command: Vec<String>,
+    /// A bridge container's address.
+    pub address: Option<std::net::Ipv4Addr>,
+    /// A private user namespace's host ids.
+    pub ids: Option<IdRange>,
 }
 
 /// The containers of one host.
@@ -110,6 +125,7 @@ pub struct Fleet {
     runtime: RuntimeRoot,
     runtime_exe: PathBuf,
     db: db::Db,
+    bridge: BridgeConfig,
 }
 
 impl Fleet {
@@ -130,7 +146,15 @@ impl Fleet {
             runtime: RuntimeRoot::new(run_dir.into()),
             runtime_exe: runtime_exe.into(),
             db,
+            bridge: BridgeConfig::default(),
         })
+    }
+
+    /// The bridge and subnet of `--network bridge` containers (default:
+    /// [`DEFAULT_BRIDGE`] with [`DEFAULT_SUBNET`]).
+    pub fn with_bridge(mut self, bridge: BridgeConfig) -> Fleet {
+        self.bridge = bridge;
+        self
     }
 
     fn dir(&self, name: &str) -> PathBuf {
@@ -160,7 +184,9 @@ impl Fleet {
         let made = bundle::make_layers(&dir, &spec);
         let made = made.and_then(|()| {
             if self.db.insert(&spec, &plinth_runtime::timestamp())? {
-                Ok(())
+                self.own_layers(&spec, &dir).inspect_err(|_| {
+                    let _ = self.db.remove(&spec.name);
+                })
             } else {
                 Err(FleetError::Exists(spec.name.clone()))
             }
@@ -256,15 +282,13 @@ impl Fleet {
         let _ = plinth_runtime::container::delete(&self.runtime, name, true);
         let dir = self.dir(name);
         bundle::release(&dir);
-        bundle::mount_root(&dir, &rec.spec)?;
-        let netns = dir.join("netns");
-        let spawned = bundle::check_command(&dir, &rec.spec)
-            .and_then(|()| match rec.spec.network {
-                Network::None => netns::create(&netns).map(|()| Some(netns.clone())),
-                Network::Host => Ok(None),
-            })
-            .and_then(|ns| bundle::write_config(&dir, &rec.spec, ns.as_deref()))
-            .and_then(|()| self.spawn(name, &dir));
+        let spawned = self.make_namespaces(&rec.spec, &dir).and_then(|ns| {
+            bundle::mount_root(&dir, &rec.spec, ns.user_path())?;
+            bundle::check_command(&dir, &rec.spec)?;
+            self.connect(&rec.spec, &dir, &ns)?;
+            bundle::write_config(&dir, &rec.spec, &ns)?;
+            self.spawn(name, &dir)
+        });
         if spawned.is_err() {
             self.undo_start(name);
         }
@@ -413,18 +437,19 @@ impl Fleet {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(dir.display().to_string())(e)),
         }
+        self.free_ids(name)?;
         self.db.remove(name)
     }
 
     /// `plinth ls`: every container with its live state.
     pub fn list(&self) -> Result<Vec<ContainerInfo>, FleetError> {
-        Ok(self
-            .db
+        self.db
             .all()?
             .into_iter()
             .map(|rec| {
                 let (state, pid) = self.live(&rec);
-                ContainerInfo {
+                let (address, ids) = self.held(&rec.spec)?;
+                Ok(ContainerInfo {
                     name: rec.spec.name.clone(),
                     state,
                     pid,
@@ -432,8 +457,10 @@ impl Fleet {
                     started_at: rec.started_at.clone(),
                     created_at: rec.created_at.clone(),
                     command: rec.spec.command.clone(),
-                }
+                    address,
+                    ids,
+                })
             })
-            .collect())
+            .collect()
     }
 }
