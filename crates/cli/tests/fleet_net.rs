@@ -47,14 +47,15 @@ fn ports(bridge: &str) -> HashSet<String> {
         .unwrap_or_default()
 }
 
-/// A busybox httpd on 0.0.0.0:8080 serving the container's hostname, after `before`.
+/// A busybox httpd on 0.0.0.0:8080 serving the container's hostname, after `before` (a
+/// shell command list ending in `;` or `&`).
 fn server(before: &str) -> Vec<String> {
     vec![
         "/bin/busybox".into(),
         "sh".into(),
         "-c".into(),
         format!(
-            "mkdir -p /tmp/www && /bin/busybox hostname > /tmp/www/index.html && {before} \
+            "mkdir -p /tmp/www; /bin/busybox hostname > /tmp/www/index.html; {before} \
              exec /bin/busybox httpd -f -p 0.0.0.0:8080 -h /tmp/www"
         ),
     ]
@@ -152,10 +153,28 @@ fn bridge_containers_answer_the_host_and_each_other() {
         default_route(pid_a),
         Some(("eth0".to_string(), Ipv4Addr::new(10, 78, 1, 1)))
     );
+    // Hardware addresses follow the IPv4 addresses, so that an address given again
+    // comes with the same one and the neighbours' ARP caches stay right.
+    let mac = |ip: Ipv4Addr| {
+        let o = ip.octets();
+        format!(
+            "02:70:{:02x}:{:02x}:{:02x}:{:02x}\n",
+            o[0], o[1], o[2], o[3]
+        )
+    };
+    assert_eq!(
+        fs::read_to_string(format!("/proc/{pid_a}/root/sys/class/net/eth0/address")).unwrap(),
+        mac(a)
+    );
+    assert_eq!(
+        fs::read_to_string(format!("/sys/class/net/{BRIDGE}/address")).unwrap(),
+        mac(Ipv4Addr::new(10, 78, 1, 1))
+    );
     let both = ports(BRIDGE);
     assert_eq!(both.len(), 2, "{both:?}");
 
-    // A stop takes the pair away at once; the lease stays for the next start.
+    // A stop takes the pair away at once; the lease stays for the next start (and the
+    // host reaches the new pair at once: its ARP cache still holds the right address).
     p().args(["stop", "--timeout", "2", "net-a"])
         .assert_success();
     let after_stop = ports(BRIDGE);

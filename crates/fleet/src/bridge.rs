@@ -5,6 +5,11 @@
 //! leased from the subnet (`ipam.rs`) and a default route via the
 //! gateway. Everything is done over rtnetlink (`netlink.rs`).
 //!
+//! The container's `eth0` and the bridge get hardware addresses made from
+//! their IPv4 addresses, so that an address given again (a restart, a
+//! freed lease) comes with the same one and no neighbour's ARP cache
+//! points at a veth that is gone.
+//!
 //! The host end is named from the container's directory (`pl` and 12 hex
 //! digits of a hash of it), so a stop or an `rm` finds it without a
 //! record, and deletes it (deleting one end of a pair deletes both)
@@ -95,6 +100,15 @@ pub(crate) fn veth_name(dir: &Path) -> String {
     format!("pl{:012x}", h >> 16)
 }
 
+/// The hardware address that goes with IPv4 address `ip`: locally
+/// administered, `02:70` and the four bytes of the address. An address
+/// given again (a restart, a freed lease) comes back with the same one,
+/// so the neighbours' ARP caches stay right; the bridge's is its gateway's.
+fn hw_address(ip: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = ip.octets();
+    [0x02, 0x70, a, b, c, d]
+}
+
 fn nl_err(what: String) -> impl FnOnce(std::io::Error) -> FleetError {
     io(what)
 }
@@ -109,7 +123,7 @@ fn ensure_bridge(nl: &mut Rtnl, cfg: &BridgeConfig) -> Result<u32, FleetError> {
     {
         Some(i) => i,
         None => {
-            nl.add_bridge(name)
+            nl.add_bridge(name, hw_address(cfg.subnet.gateway()))
                 .map_err(nl_err(format!("bridge {name}: create")))?;
             nl.link_index(name)
                 .map_err(nl_err(format!("bridge {name}: look up")))?
@@ -141,7 +155,7 @@ pub(crate) fn attach(
     // A pair left by a start that was never undone is this container's.
     let _ = nl.delete_link(&host);
     let ns = std::fs::File::open(netns).map_err(io(netns.display().to_string()))?;
-    nl.add_veth(&host, CONTAINER_IF, ns.as_fd(), bridge)
+    nl.add_veth(&host, CONTAINER_IF, ns.as_fd(), bridge, hw_address(addr))
         .map_err(nl_err(format!(
             "veth {host} (port of {}) with {CONTAINER_IF} in {}",
             cfg.name,
@@ -196,5 +210,9 @@ mod tests {
         }
         assert_eq!(BridgeConfig::default().name(), "plinth0");
         assert_eq!(BridgeConfig::default().subnet().to_string(), "10.77.0.0/16");
+        assert_eq!(
+            hw_address(Ipv4Addr::new(10, 77, 1, 2)),
+            [0x02, 0x70, 10, 77, 1, 2]
+        );
     }
 }

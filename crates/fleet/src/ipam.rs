@@ -92,6 +92,10 @@ pub(crate) fn lease(
     name: &str,
     subnet: &Subnet,
 ) -> Result<Ipv4Addr, FleetError> {
+    // A restart keeps its lease: read it without taking the write lock.
+    if let Some(a) = held(conn, name)?.filter(|a| subnet.holds(*a)) {
+        return Ok(a);
+    }
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(db)?;
     let held: Option<u32> = tx
         .query_row(

@@ -85,7 +85,11 @@ impl Fleet {
     ) -> Result<Namespaces, FleetError> {
         let user = match spec.userns {
             UserNs::Private => {
-                let range = userns::allocate(self.db.conn(), &spec.name)?;
+                // Recorded at `new`: read without taking the write lock.
+                let range = match userns::held(self.db.conn(), &spec.name)? {
+                    Some(r) => r,
+                    None => userns::allocate(self.db.conn(), &spec.name)?,
+                };
                 searchable(&spec.name, dir, range)?;
                 Some((dir.join("userns"), range))
             }

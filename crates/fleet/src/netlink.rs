@@ -109,10 +109,13 @@ impl Rtnl {
         }
     }
 
-    /// Creates bridge `name`; `false` if a link of that name exists.
-    pub(crate) fn add_bridge(&mut self, name: &str) -> io::Result<bool> {
+    /// Creates bridge `name` with hardware address `mac` (kept, not taken
+    /// from its ports as they come and go); `false` if a link of that name
+    /// exists.
+    pub(crate) fn add_bridge(&mut self, name: &str, mac: [u8; 6]) -> io::Result<bool> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.into()));
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
         msg.attributes
             .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
                 InfoKind::Bridge,
@@ -125,16 +128,21 @@ impl Rtnl {
     }
 
     /// Creates the veth pair `name` (here, a port of bridge `master`) and
-    /// `peer` (made directly in the network namespace `peer_netns`).
+    /// `peer` (made directly in the network namespace `peer_netns`, with
+    /// hardware address `peer_mac`).
     pub(crate) fn add_veth(
         &mut self,
         name: &str,
         peer: &str,
         peer_netns: BorrowedFd<'_>,
         master: u32,
+        peer_mac: [u8; 6],
     ) -> io::Result<()> {
         let mut peer_msg = LinkMessage::default();
         peer_msg.attributes.push(LinkAttribute::IfName(peer.into()));
+        peer_msg
+            .attributes
+            .push(LinkAttribute::Address(peer_mac.to_vec()));
         peer_msg
             .attributes
             .push(LinkAttribute::NetNsFd(peer_netns.as_raw_fd()));
@@ -234,13 +242,33 @@ mod tests {
         )
     }
 
+    /// The hardware address of link `name`.
+    fn hw_address(nl: &mut Rtnl, name: &str) -> Vec<u8> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.into()));
+        nl.request(RouteNetlinkMessage::GetLink(msg), 0)
+            .unwrap()
+            .into_iter()
+            .find_map(|r| match r {
+                RouteNetlinkMessage::NewLink(l) => l.attributes.into_iter().find_map(|a| match a {
+                    LinkAttribute::Address(m) => Some(m),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    const MAC: [u8; 6] = [0x02, 0x70, 10, 9, 0, 1];
+    const PEER_MAC: [u8; 6] = [0x02, 0x70, 10, 9, 0, 2];
+
     #[test]
     fn links_addresses_and_routes_in_a_scratch_namespace() {
         let Some(()) = in_new_netns(|| {
             let mut nl = Rtnl::open().unwrap();
             assert_eq!(nl.link_index("br-test").unwrap(), None);
-            assert!(nl.add_bridge("br-test").unwrap());
-            assert!(!nl.add_bridge("br-test").unwrap());
+            assert!(nl.add_bridge("br-test", MAC).unwrap());
+            assert!(!nl.add_bridge("br-test", MAC).unwrap());
             let br = nl.link_index("br-test").unwrap().unwrap();
             nl.add_address(br, Ipv4Addr::new(10, 9, 0, 1), 24).unwrap();
             nl.add_address(br, Ipv4Addr::new(10, 9, 0, 1), 24).unwrap();
@@ -248,10 +276,14 @@ mod tests {
             // A veth whose peer goes into this same namespace.
             let own = File::open("/proc/thread-self/ns/net").unwrap();
             use std::os::fd::AsFd;
-            nl.add_veth("vt-host", "vt-peer", own.as_fd(), br).unwrap();
-            let err = nl.add_veth("vt-host", "vt-peer2", own.as_fd(), br);
+            nl.add_veth("vt-host", "vt-peer", own.as_fd(), br, PEER_MAC)
+                .unwrap();
+            let err = nl.add_veth("vt-host", "vt-peer2", own.as_fd(), br, PEER_MAC);
             assert_eq!(err.unwrap_err().raw_os_error(), Some(libc::EEXIST));
             let peer = nl.link_index("vt-peer").unwrap().unwrap();
+            // The hardware addresses asked for, as the kernel reports them.
+            assert_eq!(hw_address(&mut nl, "br-test"), MAC.to_vec());
+            assert_eq!(hw_address(&mut nl, "vt-peer"), PEER_MAC.to_vec());
             nl.add_address(peer, Ipv4Addr::new(10, 9, 0, 2), 24)
                 .unwrap();
             nl.set_up(peer).unwrap();
