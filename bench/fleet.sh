@@ -35,6 +35,8 @@ fi
 OUT=bench/out/fleet-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT"
 WORK=$(mktemp -d /var/tmp/plinth-fleet-bench.XXXXXX)
+# The containers' own root users (user namespaces) reach their roots below it.
+chmod 0711 "$WORK"
 trap 'cleanup' EXIT
 
 mem_available_kib() { awk '/^MemAvailable:/ {print $2}' /proc/meminfo; }

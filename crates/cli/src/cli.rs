@@ -347,9 +347,19 @@ pub struct NewArgs {
     /// The hostname [default: the name].
     #[arg(long)]
     pub hostname: Option<String>,
-    /// `none` (its own network namespace) or `host`.
+    /// `none` (its own network namespace), `host`, or `bridge` (its own,
+    /// with eth0 on the host's bridge: PLINTH_BRIDGE, default plinth0, with
+    /// an address of PLINTH_BRIDGE_SUBNET, default 10.77.0.0/16).
     #[arg(long, default_value = "none")]
     pub network: String,
+    /// `private` (a user namespace with a range of host ids of its own) or
+    /// `host` (the host's ids: its root is the host's root).
+    #[arg(long, default_value = "private")]
+    pub userns: String,
+    /// Run the command as `UID[:GID]` (ids inside the container; the group
+    /// defaults to the user id).
+    #[arg(long, value_name = "UID[:GID]")]
+    pub user: Option<String>,
     /// Memory limit (64M, 1G).
     #[arg(long)]
     pub memory: Option<String>,

@@ -13,8 +13,9 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 use plinth_fleet::{
-    parse_size, Action, Base, Bind, Client, ContainerSpec, DaemonOptions, Fleet, HealthCheck,
-    LogRotation, Manifest, Network, Restart,
+    parse_size, Action, Base, Bind, BridgeConfig, Client, ContainerSpec, DaemonOptions, Fleet,
+    HealthCheck, LogRotation, Manifest, Network, Restart, Subnet, User, UserNs, DEFAULT_BRIDGE,
+    DEFAULT_SUBNET,
 };
 
 use crate::cli::{DaemonArgs, Format, GlobalArgs, NewArgs};
@@ -37,9 +38,24 @@ pub fn existing(g: &GlobalArgs) -> Result<Option<Fleet>> {
 
 /// The fleet of this host.
 pub fn open(g: &GlobalArgs) -> Result<Fleet> {
+    let bridge = bridge()?;
     let state = state_dir();
     let exe = std::env::current_exe().context("the plinth binary")?;
-    Ok(Fleet::open(state, g.state_root().join("fleet"), exe)?)
+    Ok(Fleet::open(state, g.state_root().join("fleet"), exe)?.with_bridge(bridge))
+}
+
+/// `PLINTH_BRIDGE` and `PLINTH_BRIDGE_SUBNET`, or the defaults.
+fn bridge() -> Result<BridgeConfig> {
+    let var = |k: &str, default: &str| {
+        std::env::var(k)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_string())
+    };
+    let subnet = Subnet::parse(&var("PLINTH_BRIDGE_SUBNET", DEFAULT_SUBNET))
+        .map_err(|e| anyhow::anyhow!("PLINTH_BRIDGE_SUBNET: {e}"))?;
+    BridgeConfig::new(&var("PLINTH_BRIDGE", DEFAULT_BRIDGE), subnet)
+        .map_err(|e| anyhow::anyhow!("PLINTH_BRIDGE: {e}"))
 }
 
 fn socket(g: &GlobalArgs) -> PathBuf {
@@ -184,12 +200,14 @@ pub fn new(g: &GlobalArgs, a: NewArgs) -> Result<i32> {
     if let Some(h) = a.hostname {
         spec.hostname = h;
     }
-    spec.network = match a.network.as_str() {
-        "none" => Network::None,
-        "host" => Network::Host,
-        "bridge" => anyhow::bail!("--network bridge: not supported yet; use none or host"),
-        other => anyhow::bail!("--network {other}: expected none or host"),
-    };
+    spec.network = Network::parse(&a.network).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    spec.userns = UserNs::parse(&a.userns).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    spec.user = a
+        .user
+        .as_deref()
+        .map(User::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--{e}"))?;
     spec.memory = a.memory.as_deref().map(parse_size).transpose()?;
     spec.cpus = a.cpus;
     spec.pids = a.pids;
@@ -244,16 +262,19 @@ pub fn ls(g: &GlobalArgs, format: Format) -> Result<i32> {
         Format::Json => println!("{}", serde_json::to_string_pretty(&list)?),
         Format::Table => {
             println!(
-                "{:<24} {:<8} {:>8}  {:<24} COMMAND",
-                "NAME", "STATE", "PID", "BASE"
+                "{:<24} {:<8} {:>8}  {:<24} {:<15} COMMAND",
+                "NAME", "STATE", "PID", "BASE", "ADDRESS"
             );
             for c in list {
                 println!(
-                    "{:<24} {:<8} {:>8}  {:<24} {}",
+                    "{:<24} {:<8} {:>8}  {:<24} {:<15} {}",
                     c.name,
                     c.state,
                     c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                     c.base,
+                    c.address
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     c.command.join(" ")
                 );
             }

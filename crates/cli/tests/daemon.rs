@@ -14,15 +14,12 @@ use std::time::{Duration, Instant};
 use common::{require_root, require_tool, TestDir};
 use serde_json::Value;
 
-fn plinth(td: &TestDir) -> common::TestCommand {
-    let mut cmd = td.plinth();
-    cmd.env("PLINTH_STATE_DIR", td.path().join("state"));
-    cmd
-}
+use common::fleet::plinth;
 
 /// The same command as a plain `std::process::Command`, for processes the test keeps
 /// running (a supervisor, `logs -f`).
 fn plinth_std(td: &TestDir) -> Command {
+    let _ = plinth(td); // makes the test dir searchable, as containers need
     let mut cmd = Command::new(common::runtime_bin());
     cmd.arg("--root")
         .arg(td.path().join("root"))

@@ -216,6 +216,118 @@ fn user_namespace_maps_ids() {
     );
 }
 
+/// A `sleep` in new namespaces (`flags`), as an engine keeps namespaces it made before
+/// the runtime runs; with a user namespace, container ids 0..65535 map to host 200000...
+/// Killed on drop.
+struct HeldNamespaces(std::process::Child);
+
+impl HeldNamespaces {
+    fn new(flags: nix::sched::CloneFlags) -> HeldNamespaces {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new("/bin/busybox");
+        cmd.args(["sleep", "1000"]);
+        // SAFETY: unshare is async-signal-safe; nothing else runs before exec.
+        unsafe {
+            cmd.pre_exec(move || nix::sched::unshare(flags).map_err(std::io::Error::from));
+        }
+        let child = cmd.spawn().expect("spawn a namespace holder");
+        if flags.contains(nix::sched::CloneFlags::CLONE_NEWUSER) {
+            for f in ["uid_map", "gid_map"] {
+                fs::write(format!("/proc/{}/{f}", child.id()), "0 200000 65536\n").unwrap();
+            }
+        }
+        HeldNamespaces(child)
+    }
+
+    fn ns(&self, kind: &str) -> String {
+        format!("/proc/{}/ns/{kind}", self.0.id())
+    }
+}
+
+impl Drop for HeldNamespaces {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn user_namespace_joined_by_path_with_the_network_namespace_it_owns() {
+    if !require_container_host() {
+        return;
+    }
+    use nix::sched::CloneFlags;
+    let td = TestDir::new("ns-user-join");
+    fs::set_permissions(td.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let held = HeldNamespaces::new(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET);
+    // No maps in the config: the namespace has them. The init (host uid 200000) must
+    // still open exec.fifo, and sysfs mounts, since the network namespace is the user
+    // namespace's own.
+    let bundle = td
+        .bundle()
+        .set(
+            "/linux/namespaces/1",
+            json!({"type": "network", "path": held.ns("net")}),
+        )
+        .set(
+            "/linux/namespaces/-",
+            json!({"type": "user", "path": held.ns("user")}),
+        )
+        .args(&[
+            "sh",
+            "-c",
+            "cat /proc/self/uid_map; id -u; readlink /proc/self/ns/user; ls /sys/class/net",
+        ])
+        .write();
+    let out = run_ok(&td, &bundle);
+    let lines = out.stdout_lines();
+    let map: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(map, ["0", "200000", "65536"], "{out}");
+    assert_eq!(lines[1], "0", "{out}");
+    assert_eq!(lines[2], readlink(held.ns("user")), "{out}");
+    assert_eq!(
+        lines[3..],
+        ["lo"],
+        "its own sysfs shows its own network\n{out}"
+    );
+}
+
+#[test]
+fn a_new_user_namespace_joins_a_network_namespace_of_the_host_user_namespace() {
+    if !require_container_host() {
+        return;
+    }
+    use nix::sched::CloneFlags;
+    let td = TestDir::new("ns-user-netns");
+    fs::set_permissions(td.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    // A network namespace the host's user namespace owns, as an engine makes one; the
+    // container's new user namespace has no say over it, so it is joined first.
+    let held = HeldNamespaces::new(CloneFlags::CLONE_NEWNET);
+    let bundle = td
+        .bundle()
+        .set(
+            "/linux/namespaces/1",
+            json!({"type": "network", "path": held.ns("net")}),
+        )
+        .set("/linux/namespaces/-", json!({"type": "user"}))
+        .set(
+            "/linux/uidMappings",
+            json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
+        )
+        .set(
+            "/linux/gidMappings",
+            json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
+        )
+        .args(&["sh", "-c", "readlink /proc/self/ns/net; id -u"])
+        .write();
+    let out = run_ok(&td, &bundle);
+    assert_eq!(
+        out.stdout_lines(),
+        [readlink(held.ns("net")).as_str(), "0"],
+        "{out}"
+    );
+}
+
 #[test]
 fn cgroup_namespace_roots_the_container_cgroup() {
     if !require_container_host() {

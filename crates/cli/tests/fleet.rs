@@ -11,8 +11,11 @@ use std::time::Duration;
 use common::{require, require_root, TestDir};
 use serde_json::Value;
 
-/// `plinth --root ROOT` with the fleet's records in the test dir.
+/// `plinth --root ROOT` with the fleet's records in the test dir (searchable by the
+/// containers' own root users).
 fn plinth(td: &TestDir) -> common::TestCommand {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(td.path(), fs::Permissions::from_mode(0o711)).unwrap();
     let mut cmd = td.plinth();
     cmd.env("PLINTH_STATE_DIR", td.path().join("state"));
     cmd
@@ -198,8 +201,8 @@ fn bad_input_makes_nothing() {
             "--memory lots",
         ),
         (
-            vec!["new", "x", "--network", "bridge", "--", "/bin/true"],
-            "--network bridge",
+            vec!["new", "x", "--network", "nat", "--", "/bin/true"],
+            "--network nat: expected none, host or bridge",
         ),
     ] {
         let out = plinth(&td).args(&args).assert_failure();

@@ -1,5 +1,5 @@
-//! The fleet's whole operating model on a real distribution: a debootstrapped Debian
-//! root is the `dir:` platform of 100 containers made by `plinth apply`, each a small
+//! The fleet's whole operating model on a real distribution: a copy of a debootstrapped
+//! Debian root is the `dir:` platform of 100 containers made by `plinth apply`, each a small
 //! server on loopback in its own network namespace; the supervisor is killed with
 //! SIGKILL in the middle of the apply and the next apply converges with nothing leaked;
 //! then a newer build of one library package (from `apt-get download`) is installed into
@@ -21,11 +21,7 @@ use serde_json::Value;
 const LIB: &str = "usr/lib/x86_64-linux-gnu/libcrypt.so.1.1.0";
 const PREFIX: &str = "plat-";
 
-fn plinth(td: &TestDir) -> common::TestCommand {
-    let mut cmd = td.plinth();
-    cmd.env("PLINTH_STATE_DIR", td.path().join("state"));
-    cmd
-}
+use common::fleet::plinth;
 
 fn ls(td: &TestDir) -> BTreeMap<String, Value> {
     let v = plinth(td).args(["ls", "--format", "json"]).json();
@@ -46,44 +42,20 @@ fn pids(td: &TestDir) -> BTreeMap<String, i64> {
         .collect()
 }
 
-/// The overlay of the cached Debian root (read-only below) and a writable layer of
-/// the test's: a platform that dpkg may change without touching the cache.
-struct Platform {
-    merged: PathBuf,
-}
-
-impl Platform {
-    fn mount(td: &TestDir, cached: &Path) -> Platform {
-        let (upper, work, merged) = (
-            td.path().join("platform-upper"),
-            td.path().join("platform-work"),
-            td.path().join("platform"),
-        );
-        for d in [&upper, &work, &merged] {
-            fs::create_dir_all(d).unwrap();
-        }
-        let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            cached.display(),
-            upper.display(),
-            work.display()
-        );
-        nix::mount::mount(
-            Some("overlay"),
-            &merged,
-            Some("overlay"),
-            nix::mount::MsFlags::empty(),
-            Some(opts.as_str()),
-        )
-        .unwrap();
-        Platform { merged }
-    }
-}
-
-impl Drop for Platform {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.merged, nix::mount::MntFlags::MNT_DETACH);
-    }
+/// A copy of the cached Debian root that dpkg may change without touching the cache
+/// (a directory on the host's own filesystem, which idmapped mounts support; an
+/// overlay of the cache would not serve containers with user namespaces).
+fn platform_copy(td: &TestDir, cached: &Path) -> PathBuf {
+    let root = td.path().join("platform");
+    let ok = Command::new("cp")
+        .args(["-a", "--reflink=auto"])
+        .arg(cached)
+        .arg(&root)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cp -a {}", cached.display());
+    root
 }
 
 /// Removes the test's containers and stops its supervisor (before the platform goes).
@@ -231,9 +203,9 @@ fn a_debian_platform_apply_a_killed_supervisor_and_an_upgrade() {
         return;
     };
     let td = TestDir::new("fleet-platform");
-    let platform = Platform::mount(&td, &cached);
+    let platform = platform_copy(&td, &cached);
     let _g = FleetGuard(&td);
-    let root = &platform.merged;
+    let root = &platform;
     // The platform gets a static busybox and a CGI script that answers with the
     // container's hostname; perl (perl-base) is the platform's own.
     fs::copy("/bin/busybox", root.join("usr/local/bin/busybox")).unwrap();
@@ -265,6 +237,7 @@ fn a_debian_platform_apply_a_killed_supervisor_and_an_upgrade() {
     .unwrap();
 
     // SIGKILL to the supervisor while the apply runs.
+    let _ = plinth(&td); // the test dir searchable by the containers' root users
     let mut apply = Command::new(common::runtime_bin())
         .arg("--root")
         .arg(td.path().join("root"))
@@ -325,7 +298,8 @@ fn a_debian_platform_apply_a_killed_supervisor_and_an_upgrade() {
             .contains("0 create, 0 update, 0 start, 0 remove, 100 unchanged"),
         "{again}"
     );
-    // Nothing leaked: one root mount and one network namespace per running container,
+    // Nothing leaked: one root mount and one network and one user namespace per running
+    // container,
     // one runtime state and one cgroup each, nothing else.
     let (mounts, runtime, cgroups) = host_traces(&td);
     let names: BTreeSet<String> = before.keys().cloned().collect();
@@ -333,13 +307,14 @@ fn a_debian_platform_apply_a_killed_supervisor_and_an_upgrade() {
     let want_mounts: BTreeSet<String> = names
         .iter()
         .flat_map(|n| {
-            [
-                state.join(n).join("rootfs").display().to_string(),
-                state.join(n).join("netns").display().to_string(),
-            ]
+            ["rootfs", "netns", "userns"].map(|m| state.join(n).join(m).display().to_string())
         })
         .collect();
-    assert_eq!(mounts, want_mounts);
+    let odd: Vec<&String> = mounts.symmetric_difference(&want_mounts).collect();
+    assert!(
+        odd.is_empty(),
+        "mounts that should not be there, or are missing: {odd:?}"
+    );
     assert_eq!(runtime, names);
     assert_eq!(cgroups, names);
 

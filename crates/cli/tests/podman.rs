@@ -143,6 +143,36 @@ fn podman_run_propagates_the_exit_code() {
 }
 
 #[test]
+fn podman_run_with_a_uid_map_and_podmans_network() {
+    if !podman_host() {
+        return;
+    }
+    let td = TestDir::new("podman-userns");
+    ensure_image();
+    let name = container_id();
+    let _guard = PodmanGuard(name.clone());
+    // A new user namespace with podman's maps, and the network podman sets up for it.
+    let out = podman(&td)
+        .args(["run", "--rm", "--name", &name])
+        .args(["--uidmap", "0:300000:65536", "--gidmap", "0:300000:65536"])
+        .args([
+            IMAGE,
+            "sh",
+            "-c",
+            "cat /proc/self/uid_map; id -u; ls /sys/class/net",
+        ])
+        .assert_success();
+    let lines = out.stdout_lines();
+    let map: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(map, ["0", "300000", "65536"], "{out}");
+    assert_eq!(lines[1], "0", "{out}");
+    assert!(
+        lines[2..].contains(&"eth0"),
+        "podman's network is joined\n{out}"
+    );
+}
+
+#[test]
 fn podman_detached_exec_stop_rm() {
     if !podman_host() {
         return;

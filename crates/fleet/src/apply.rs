@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{parse_size, Base, Bind, ContainerSpec, HealthCheck, Network, Restart};
+use crate::spec::{
+    parse_size, Base, Bind, ContainerSpec, HealthCheck, Network, Restart, User, UserNs,
+};
 use crate::{Fleet, FleetError};
 
 /// The fields of one container (or of `[defaults]`).
@@ -33,6 +35,8 @@ struct Fields {
     restart: Option<String>,
     health: Option<String>,
     health_interval: Option<u64>,
+    userns: Option<String>,
+    user: Option<String>,
 }
 
 impl Fields {
@@ -54,6 +58,8 @@ impl Fields {
             restart: self.restart.or_else(|| d.restart.clone()),
             health: self.health.or_else(|| d.health.clone()),
             health_interval: self.health_interval.or(d.health_interval),
+            userns: self.userns.or_else(|| d.userns.clone()),
+            user: self.user.or_else(|| d.user.clone()),
         }
     }
 }
@@ -169,15 +175,11 @@ fn to_spec(name: &str, f: &Fields) -> Result<ContainerSpec, FleetError> {
     if let Some(h) = &f.hostname {
         s.hostname = h.replace("{name}", name);
     }
-    s.network = match f.network.as_deref().unwrap_or("none") {
-        "none" => Network::None,
-        "host" => Network::Host,
-        other => {
-            return Err(FleetError::Invalid(format!(
-                "network {other}: expected none or host"
-            )))
-        }
-    };
+    s.network = Network::parse(f.network.as_deref().unwrap_or("none"))?;
+    if let Some(u) = &f.userns {
+        s.userns = UserNs::parse(u)?;
+    }
+    s.user = f.user.as_deref().map(User::parse).transpose()?;
     s.memory = f.memory.as_deref().map(parse_size).transpose()?;
     s.cpus = f.cpus;
     s.pids = f.pids;
@@ -260,6 +262,7 @@ impl Fleet {
         for name in &update {
             let spec = m.containers[name].clone();
             crate::bundle::make_layers(&self.dir(name), &spec)?;
+            self.change_ids(&self.record(name)?.spec, &spec, &self.dir(name))?;
             self.db.set_spec(&spec)?;
         }
         for name in &create {

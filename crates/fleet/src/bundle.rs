@@ -1,6 +1,8 @@
 //! A container's directory: `upper/` and `work/` (its OverlayFS layers),
 //! `rootfs/` (where the overlay is mounted while it runs), `config.json`
-//! (the OCI bundle) and `console.log`.
+//! (the OCI bundle) and `console.log`; while it runs, `netns` and `userns`
+//! (its namespaces, see `netns.rs`) and, during a start only, `lower/`
+//! (the idmapped platform root).
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -9,6 +11,7 @@ use std::path::Path;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use serde_json::{json, Value};
 
+use crate::namespaces::Namespaces;
 use crate::spec::{ContainerSpec, Network};
 use crate::{io, FleetError};
 
@@ -60,16 +63,31 @@ fn overlay_path(p: &Path) -> Result<String, FleetError> {
     Ok(s.to_string())
 }
 
-/// Mounts the overlay of the base and the upper layer on `rootfs/`.
-pub(crate) fn mount_root(dir: &Path, spec: &ContainerSpec) -> Result<(), FleetError> {
+/// Mounts the overlay of the base and the upper layer on `rootfs/`. With
+/// a user namespace (`userns`), the base is seen through an idmapped
+/// mount of it (attached at `lower/` while the overlay is made).
+pub(crate) fn mount_root(
+    dir: &Path,
+    spec: &ContainerSpec,
+    userns: Option<&Path>,
+) -> Result<(), FleetError> {
+    let lower = match userns {
+        Some(ns) => {
+            let at = dir.join("lower");
+            std::fs::create_dir_all(&at).map_err(io(at.display().to_string()))?;
+            crate::userns::mount_idmapped(spec.base.lower(), ns, &at)?;
+            at
+        }
+        None => spec.base.lower().to_path_buf(),
+    };
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
-        overlay_path(spec.base.lower())?,
+        overlay_path(&lower)?,
         overlay_path(&dir.join("upper"))?,
         overlay_path(&dir.join("work"))?
     );
     let target = dir.join("rootfs");
-    mount(
+    let mounted = mount(
         Some("overlay"),
         &target,
         Some("overlay"),
@@ -78,7 +96,11 @@ pub(crate) fn mount_root(dir: &Path, spec: &ContainerSpec) -> Result<(), FleetEr
     )
     .map_err(|e| {
         io(format!("mount overlay on {} ({opts})", target.display()))(std::io::Error::from(e))
-    })
+    });
+    if userns.is_some() {
+        crate::userns::unmount_idmapped(&lower);
+    }
+    mounted
 }
 
 /// Detaches `rootfs/` if mounted.
@@ -118,17 +140,23 @@ pub(crate) fn check_command(dir: &Path, spec: &ContainerSpec) -> Result<(), Flee
 }
 
 /// Undoes what a start put on the host for the container in `dir`: the
-/// root mount and the network namespace.
+/// root mount, the bridge's veth pair, the network and user namespaces.
 pub(crate) fn release(dir: &Path) {
     unmount_root(dir);
-    crate::netns::remove(&dir.join("netns"));
+    crate::userns::unmount_idmapped(&dir.join("lower"));
+    let netns = dir.join("netns");
+    if netns.exists() {
+        crate::bridge::detach(dir);
+    }
+    crate::netns::remove(&netns);
+    crate::netns::remove(&dir.join("userns"));
 }
 
 /// Writes `config.json` for the container.
 pub(crate) fn write_config(
     dir: &Path,
     spec: &ContainerSpec,
-    netns: Option<&Path>,
+    ns: &Namespaces,
 ) -> Result<(), FleetError> {
     let template = plinth_runtime::template::default_spec(false);
     let mut c = serde_json::to_value(&template).expect("a spec serializes");
@@ -139,6 +167,9 @@ pub(crate) fn write_config(
     p["args"] = json!(spec.command);
     p["env"] = json!(spec.env);
     p["cwd"] = json!(spec.workdir);
+    if let Some(u) = spec.user {
+        p["user"] = json!({"uid": u.uid, "gid": u.gid});
+    }
     let mounts = c["mounts"].as_array_mut().expect("the template has mounts");
     mounts.push(json!({
         "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
@@ -155,15 +186,21 @@ pub(crate) fn write_config(
         }));
     }
     let linux = &mut c["linux"];
-    if let Some(ns) = linux["namespaces"].as_array_mut() {
-        ns.retain(|n| n["type"] != "network");
-        match (spec.network, netns) {
-            (Network::None, Some(path)) => ns.push(json!({"type": "network", "path": path})),
-            (Network::None, None) => ns.push(json!({"type": "network"})),
+    if let Some(list) = linux["namespaces"].as_array_mut() {
+        list.retain(|n| n["type"] != "network" && n["type"] != "user");
+        match (spec.network, &ns.net) {
+            (Network::None | Network::Bridge, Some(path)) => {
+                list.push(json!({"type": "network", "path": path}))
+            }
+            (Network::None | Network::Bridge, None) => list.push(json!({"type": "network"})),
             (Network::Host, _) => {}
         }
-        if !ns.iter().any(|n| n["type"] == "cgroup") {
-            ns.push(json!({"type": "cgroup"}));
+        // Joined by path: the runtime reads its maps from the namespace.
+        if let Some(path) = ns.user_path() {
+            list.push(json!({"type": "user", "path": path}));
+        }
+        if !list.iter().any(|n| n["type"] == "cgroup") {
+            list.push(json!({"type": "cgroup"}));
         }
     }
     linux["cgroupsPath"] = json!(format!("/plinth/{}", spec.name));

@@ -40,6 +40,21 @@ pub struct Record {
 const COLUMNS: &str =
     "spec, created_at, state, pid, started_at, desired, exit_code, restarts, health, op_pid, op_start";
 
+/// The tables of the bridge addresses (`ipam.rs`) and of the user id
+/// ranges (`userns.rs`): one row per container holding one, removed by
+/// `rm`; `UNIQUE` keeps two containers from ever holding the same.
+pub(crate) const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS leases (
+        name TEXT PRIMARY KEY,
+        address INTEGER NOT NULL UNIQUE
+    );
+    CREATE TABLE IF NOT EXISTS id_ranges (
+        name TEXT PRIMARY KEY,
+        host_id INTEGER NOT NULL UNIQUE,
+        size INTEGER NOT NULL
+    );
+";
+
 pub(crate) struct Db {
     conn: Connection,
 }
@@ -89,7 +104,14 @@ impl Db {
                     .map_err(&err)?;
             }
         }
+        conn.execute_batch(SCHEMA).map_err(&err)?;
         Ok(Db { conn })
+    }
+
+    /// The connection, for the modules that keep tables of their own
+    /// (`ipam`, `userns`).
+    pub fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Record, FleetError>> {

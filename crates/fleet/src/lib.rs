@@ -32,24 +32,33 @@
 
 mod api;
 mod apply;
+mod bridge;
 mod bundle;
 mod daemon;
 mod db;
+mod ipam;
 mod logs;
+mod namespaces;
+mod netlink;
 mod netns;
 mod spec;
 mod sys;
 mod upgrade;
+mod userns;
 
 pub use api::Client;
 pub use apply::{Action, Manifest, Plan};
+pub use bridge::{BridgeConfig, DEFAULT_BRIDGE, DEFAULT_SUBNET};
 pub use daemon::{serve, DaemonOptions};
 pub use db::Record;
+pub use ipam::Subnet;
 pub use logs::{follow, LogRotation};
 pub use spec::{
-    parse_size, Base, Bind, ContainerSpec, HealthCheck, Network, Restart, DEFAULT_HIDE,
+    parse_size, Base, Bind, ContainerSpec, HealthCheck, Network, Restart, User, UserNs,
+    DEFAULT_HIDE,
 };
 pub use upgrade::{Affected, UpgradeReport};
+pub use userns::IdRange;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -128,6 +137,10 @@ pub struct ContainerInfo {
     pub restarts: i64,
     /// `starting`, `healthy` or `unhealthy` when it has a health command.
     pub health: Option<String>,
+    /// A bridge container's address.
+    pub address: Option<std::net::Ipv4Addr>,
+    /// A private user namespace's host ids.
+    pub ids: Option<IdRange>,
 }
 
 /// The containers of one host.
@@ -137,6 +150,7 @@ pub struct Fleet {
     runtime_exe: PathBuf,
     db: db::Db,
     daemon: Option<Client>,
+    bridge: BridgeConfig,
 }
 
 impl Fleet {
@@ -158,7 +172,15 @@ impl Fleet {
             runtime_exe: runtime_exe.into(),
             db,
             daemon: None,
+            bridge: BridgeConfig::default(),
         })
+    }
+
+    /// The bridge and subnet of `--network bridge` containers (default:
+    /// [`DEFAULT_BRIDGE`] with [`DEFAULT_SUBNET`]).
+    pub fn with_bridge(mut self, bridge: BridgeConfig) -> Fleet {
+        self.bridge = bridge;
+        self
     }
 
     /// Sends the verbs that run or stop containers (`start`, `stop`,
@@ -219,7 +241,9 @@ impl Fleet {
         let made = bundle::make_layers(&dir, &spec);
         let made = made.and_then(|()| {
             if self.db.insert(&spec, &plinth_runtime::timestamp())? {
-                Ok(())
+                self.own_layers(&spec, &dir).inspect_err(|_| {
+                    let _ = self.db.remove(&spec.name);
+                })
             } else {
                 Err(FleetError::Exists(spec.name.clone()))
             }
@@ -346,15 +370,13 @@ impl Fleet {
         let _ = plinth_runtime::container::delete(&self.runtime, name, true);
         let dir = self.dir(name);
         bundle::release(&dir);
-        bundle::mount_root(&dir, &rec.spec)?;
-        let netns = dir.join("netns");
-        let spawned = bundle::check_command(&dir, &rec.spec)
-            .and_then(|()| match rec.spec.network {
-                Network::None => netns::create(&netns).map(|()| Some(netns.clone())),
-                Network::Host => Ok(None),
-            })
-            .and_then(|ns| bundle::write_config(&dir, &rec.spec, ns.as_deref()))
-            .and_then(|()| self.spawn(name, &dir));
+        let spawned = self.make_namespaces(&rec.spec, &dir).and_then(|ns| {
+            bundle::mount_root(&dir, &rec.spec, ns.user_path())?;
+            bundle::check_command(&dir, &rec.spec)?;
+            self.connect(&rec.spec, &dir, &ns)?;
+            bundle::write_config(&dir, &rec.spec, &ns)?;
+            self.spawn(name, &dir)
+        });
         match spawned {
             Ok(child) => {
                 let pid = child.id() as i32;
@@ -496,18 +518,19 @@ impl Fleet {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(dir.display().to_string())(e)),
         }
+        self.free_ids(name)?;
         self.db.remove(name)
     }
 
     /// `plinth ls`: every container with its live state.
     pub fn list(&self) -> Result<Vec<ContainerInfo>, FleetError> {
-        Ok(self
-            .db
+        self.db
             .all()?
             .into_iter()
             .map(|rec| {
                 let (state, pid) = self.live(&rec);
-                ContainerInfo {
+                let (address, ids) = self.held(&rec.spec)?;
+                Ok(ContainerInfo {
                     name: rec.spec.name.clone(),
                     state,
                     pid,
@@ -519,8 +542,10 @@ impl Fleet {
                     exit_code: rec.exit_code,
                     restarts: rec.restarts,
                     health: rec.health.clone(),
-                }
+                    address,
+                    ids,
+                })
             })
-            .collect())
+            .collect()
     }
 }

@@ -71,6 +71,74 @@ pub enum Network {
     None,
     /// The host's.
     Host,
+    /// Its own network namespace with `eth0` on the host's plinth bridge.
+    Bridge,
+}
+
+impl Network {
+    /// `none`, `host` or `bridge`.
+    pub fn parse(s: &str) -> Result<Network, FleetError> {
+        match s {
+            "none" => Ok(Network::None),
+            "host" => Ok(Network::Host),
+            "bridge" => Ok(Network::Bridge),
+            _ => Err(FleetError::Invalid(format!(
+                "network {s}: expected none, host or bridge"
+            ))),
+        }
+    }
+}
+
+/// Whose user ids a container runs with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserNs {
+    /// The host's (its root is the host's root). Containers recorded
+    /// before user namespaces existed read back as this.
+    #[default]
+    Host,
+    /// A user namespace of its own with a range of host ids of its own.
+    Private,
+}
+
+impl UserNs {
+    /// `private` or `host`.
+    pub fn parse(s: &str) -> Result<UserNs, FleetError> {
+        match s {
+            "private" => Ok(UserNs::Private),
+            "host" => Ok(UserNs::Host),
+            _ => Err(FleetError::Invalid(format!(
+                "userns {s}: expected private or host"
+            ))),
+        }
+    }
+}
+
+/// The user the container's process runs as (ids inside the container).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// The user id.
+    pub uid: u32,
+    /// The group id.
+    pub gid: u32,
+}
+
+impl User {
+    /// `UID[:GID]`, numeric; the group defaults to the user id.
+    pub fn parse(s: &str) -> Result<User, FleetError> {
+        let bad = || FleetError::Invalid(format!("user {s}: expected UID or UID:GID (numbers)"));
+        let (u, g) = match s.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (s, None),
+        };
+        let uid: u32 = u.parse().map_err(|_| bad())?;
+        let gid: u32 = g
+            .map(str::parse)
+            .transpose()
+            .map_err(|_| bad())?
+            .unwrap_or(uid);
+        Ok(User { uid, gid })
+    }
 }
 
 /// What to do when the container's command ends.
@@ -183,6 +251,12 @@ pub struct ContainerSpec {
     /// The health check, run by the supervisor.
     #[serde(default)]
     pub health: Option<HealthCheck>,
+    /// Its user namespace.
+    #[serde(default)]
+    pub userns: UserNs,
+    /// The user its process runs as (default: root).
+    #[serde(default)]
+    pub user: Option<User>,
 }
 
 /// The paths hidden when `--hide` is not given.
@@ -212,6 +286,8 @@ impl ContainerSpec {
             pids: None,
             restart: Restart::No,
             health: None,
+            userns: UserNs::Private,
+            user: None,
         })
     }
 
@@ -238,6 +314,17 @@ impl ContainerSpec {
                 "--workdir {}: must be absolute",
                 self.workdir.display()
             )));
+        }
+        if let (UserNs::Private, Some(u)) = (self.userns, self.user) {
+            let size = crate::userns::RANGE_SIZE;
+            if u.uid >= size || u.gid >= size {
+                return Err(FleetError::Invalid(format!(
+                    "--user {}:{}: a private user namespace maps ids 0 to {}",
+                    u.uid,
+                    u.gid,
+                    size - 1
+                )));
+            }
         }
         if let Some(c) = self.cpus {
             if !(c > 0.0 && c <= 1024.0) {
@@ -311,5 +398,30 @@ mod tests {
         s.validate().unwrap();
         s.hide.push("/".into());
         assert!(s.validate().is_err());
+        assert_eq!(s.userns, UserNs::Private);
+        assert_eq!(Network::parse("bridge").unwrap(), Network::Bridge);
+        assert!(Network::parse("nat")
+            .unwrap_err()
+            .to_string()
+            .contains("network nat"));
+        assert_eq!(UserNs::parse("host").unwrap(), UserNs::Host);
+        assert!(UserNs::parse("auto").is_err());
+        assert_eq!(
+            User::parse("1000").unwrap(),
+            User {
+                uid: 1000,
+                gid: 1000
+            }
+        );
+        assert_eq!(User::parse("1000:5").unwrap(), User { uid: 1000, gid: 5 });
+        for bad in ["", "x", "1000:", "1000:x", "-1", "1:2:3"] {
+            assert!(User::parse(bad).is_err(), "{bad}");
+        }
+        // A record written before user namespaces reads back with the host's.
+        let mut v = serde_json::to_value(&s).unwrap();
+        v.as_object_mut().unwrap().remove("userns");
+        v.as_object_mut().unwrap().remove("user");
+        let old: ContainerSpec = serde_json::from_value(v).unwrap();
+        assert_eq!((old.userns, old.user), (UserNs::Host, None));
     }
 }

@@ -18,6 +18,9 @@
 //!
 //! For `plinth check --syscalls` and `plinth seccomp` (syscalls.rs): `strace` runs a
 //! program under the tracer and reads which system calls it really made.
+//!
+//! For fleet containers (fleet_net.rs, fleet_userns.rs): `fleet` drives `plinth new`,
+//! `start`, `ls` on a fleet of the test's own and fetches over HTTP.
 
 // Each test binary uses only part of this module.
 #![allow(dead_code)]
@@ -41,6 +44,7 @@ mod bundle;
 pub mod check_report;
 pub mod debian;
 pub mod elf_probe;
+pub mod fleet;
 mod host;
 pub mod oracle;
 mod probe;

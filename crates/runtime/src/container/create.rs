@@ -265,11 +265,19 @@ fn create_inner(
             .find(|m| m.container_id() == 0)
             .map(|m| m.host_id())
     };
-    if new_userns {
+    let root_ids = if new_userns {
+        Some((host_root(&uid_maps), host_root(&gid_maps)))
+    } else if let Some(j) = join.iter().find(|j| j.kind == CloneFlags::CLONE_NEWUSER) {
+        // A user namespace joined by path: its maps say who its root is.
+        Some(joined_root_ids(&j.fd).map_err(|e| Error::sys(j.what.clone(), e))?)
+    } else {
+        None
+    };
+    if let Some((uid, gid)) = root_ids {
         nix::unistd::chown(
             &fifo_path,
-            host_root(&uid_maps).map(nix::unistd::Uid::from_raw),
-            host_root(&gid_maps).map(nix::unistd::Gid::from_raw),
+            uid.map(nix::unistd::Uid::from_raw),
+            gid.map(nix::unistd::Gid::from_raw),
         )
         .map_err(|e| Error::sys(format!("chown {}", fifo_path.display()), e))?;
     }
@@ -377,4 +385,77 @@ fn create_inner(
         console: spawned.console,
         channel: spawned.channel,
     })
+}
+
+/// The host uid and gid of root in the user namespace `userns`, read from
+/// its `uid_map` and `gid_map` by a child that joins it (a namespace has
+/// no maps of its own to read from outside).
+fn joined_root_ids(userns: &OwnedFd) -> nix::Result<(Option<u32>, Option<u32>)> {
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    let (r, w) = nix::unistd::pipe()?;
+    match crate::sys::fork()? {
+        nix::unistd::ForkResult::Child => {
+            drop(r);
+            // The exit status is the errno of what failed.
+            let code = nix::sched::setns(userns.as_fd(), CloneFlags::CLONE_NEWUSER)
+                .map_err(std::io::Error::from)
+                .and_then(|()| {
+                    let uid = fs::read_to_string("/proc/self/uid_map");
+                    let gid = fs::read_to_string("/proc/self/gid_map");
+                    let text = format!("{}-\n{}", uid?, gid?);
+                    fs::File::from(w).write_all(text.as_bytes())
+                })
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO));
+            crate::sys::exit_now(code.err().unwrap_or(0))
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(w);
+            let mut text = String::new();
+            let read = fs::File::from(r).read_to_string(&mut text);
+            let status = nix::sys::wait::waitpid(child, None)?;
+            match status {
+                nix::sys::wait::WaitStatus::Exited(_, 0) => {}
+                nix::sys::wait::WaitStatus::Exited(_, code) => {
+                    return Err(nix::errno::Errno::from_raw(code))
+                }
+                _ => return Err(nix::errno::Errno::ECHILD),
+            }
+            if read.is_err() {
+                return Err(nix::errno::Errno::EIO);
+            }
+            let (uid, gid) = text.split_once("-\n").unwrap_or((&text, ""));
+            Ok((root_of_map(uid), root_of_map(gid)))
+        }
+    }
+}
+
+/// The outside id of inside id 0 in an `uid_map`/`gid_map` text.
+fn root_of_map(text: &str) -> Option<u32> {
+    text.lines().find_map(|l| {
+        let f: Vec<u32> = l
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        match f[..] {
+            [inside, outside, count] if inside == 0 && count > 0 => Some(outside),
+            _ => None,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::root_of_map;
+
+    #[test]
+    fn root_of_a_map() {
+        assert_eq!(
+            root_of_map("         0     100000      65536\n"),
+            Some(100000)
+        );
+        assert_eq!(root_of_map("1000 1000 1\n0 5000 1\n"), Some(5000));
+        assert_eq!(root_of_map("1 5000 10\n"), None);
+        assert_eq!(root_of_map(""), None);
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! [`stage1`] runs in the first child: it waits until the runtime has put
 //! it into the container's cgroup, joins namespaces by fd (the user
-//! namespace first), creates the new ones (asking the runtime to write
+//! namespace first, the others before a new user namespace is made),
+//! creates the new ones (asking the runtime to write
 //! the id maps of a new user namespace), writes time-namespace offsets
 //! and forks the container's process, whose pid it reports before it
 //! exits. That process runs [`child`]: for a new container it builds the
@@ -105,6 +106,18 @@ fn stage1_steps(args: &ChildArgs<'_>, channel: &Channel) -> Result<(), InitError
     {
         setns(j.fd.as_fd(), j.kind).map_err(|e| join_err(j, e))?;
     }
+    // The other namespaces given by path are joined before a new user
+    // namespace is made, as runc does: a namespace the host's user
+    // namespace owns (a network namespace made by the engine) can only be
+    // joined with the host's privileges, which the new one has no more.
+    // After joining a user namespace by path, its own namespaces can be.
+    for j in args
+        .join
+        .iter()
+        .filter(|j| j.kind != CloneFlags::CLONE_NEWUSER)
+    {
+        setns(j.fd.as_fd(), j.kind).map_err(|e| join_err(j, e))?;
+    }
     if args.unshare.contains(CloneFlags::CLONE_NEWUSER) {
         unshare(CloneFlags::CLONE_NEWUSER)
             .map_err(|e| InitError::new(InitStage::UnshareNamespace, "user", e))?;
@@ -119,13 +132,6 @@ fn stage1_steps(args: &ChildArgs<'_>, channel: &Channel) -> Result<(), InitError
             .map_err(|e| InitError::new(InitStage::IdMapping, "setresgid 0", e))?;
         nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
             .map_err(|e| InitError::new(InitStage::IdMapping, "setresuid 0", e))?;
-    }
-    for j in args
-        .join
-        .iter()
-        .filter(|j| j.kind != CloneFlags::CLONE_NEWUSER)
-    {
-        setns(j.fd.as_fd(), j.kind).map_err(|e| join_err(j, e))?;
     }
     // A new container's init creates its cgroup namespace itself, once the
     // runtime has moved it into its cgroup (see `init`).
