@@ -298,9 +298,8 @@ fn a_debian_platform_apply_a_killed_supervisor_and_an_upgrade() {
             .contains("0 create, 0 update, 0 start, 0 remove, 100 unchanged"),
         "{again}"
     );
-    // Nothing leaked: one root mount and one network and one user namespace per running
-    // container,
-    // one runtime state and one cgroup each, nothing else.
+    // Nothing leaked: one root mount, one network and one user namespace, one runtime
+    // state and one cgroup per running container, nothing else.
     let (mounts, runtime, cgroups) = host_traces(&td);
     let names: BTreeSet<String> = before.keys().cloned().collect();
     let state = td.path().join("state/containers");
