@@ -445,3 +445,56 @@ fn health_checks_exec_and_shell() {
         assert!(text.contains("answer-42 checked"), "{text}");
     }
 }
+
+#[test]
+fn a_client_that_hangs_up_leaves_its_batch_done_and_the_supervisor_idle() {
+    if !require_root() {
+        return;
+    }
+    use std::io::Write;
+    let td = TestDir::new("daemon-hangup");
+    let _g = Guard(&td);
+    // busybox sleep as a container's PID 1 ignores SIGTERM: a stop takes its whole grace.
+    new(&td, "stubborn", &[], &["/bin/busybox", "sleep", "1000"]);
+    plinth(&td).args(["start", "stubborn"]).assert_success();
+    let daemon = daemon_pid(&td);
+    // A stop with 3 s of grace, and the client gone before the answer.
+    let mut s =
+        std::os::unix::net::UnixStream::connect(td.path().join("root/plinth.sock")).unwrap();
+    let body = br#"{"names":["stubborn"],"timeout_ms":3000}"#;
+    write!(
+        s,
+        "POST /v1/containers/stop HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    drop(s);
+    // While the grace runs, the supervisor sleeps: under 0.1 s of CPU in a second.
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{daemon}/stat")).unwrap();
+        let f: Vec<u64> = stat[stat.rfind(')').unwrap() + 2..]
+            .split(' ')
+            .skip(11)
+            .take(2)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        f[0] + f[1]
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu();
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu() - before;
+    assert!(spent < 10, "the supervisor spins: {spent} ticks in 1 s");
+    wait_for("stubborn stopped anyway", Duration::from_secs(10), || {
+        info(&td, "stubborn")["state"] == "stopped"
+    });
+    // Garbage gets a 400, and the supervisor goes on.
+    let mut s =
+        std::os::unix::net::UnixStream::connect(td.path().join("root/plinth.sock")).unwrap();
+    s.write_all(b"\x00\x01 not http\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut s, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    plinth(&td).args(["start", "stubborn"]).assert_success();
+}

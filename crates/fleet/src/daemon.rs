@@ -514,7 +514,13 @@ impl Supervisor {
             }
         }
         match api::parse_request(&conn.input) {
-            Ok(Some(req)) => self.dispatch(token, req),
+            Ok(Some(req)) => {
+                // Nothing more is read from it: out of the loop until its
+                // answer is ready (a client that hung up would otherwise wake
+                // the loop for as long as its batch runs).
+                let _ = self.epoll.delete(&conn.stream);
+                self.dispatch(token, req)
+            }
             Ok(None) if events.contains(EpollFlags::EPOLLRDHUP) => self.close(token),
             Ok(None) => {}
             Err(e) => self.answer(token, 400, &json!({ "error": e })),
@@ -527,10 +533,10 @@ impl Supervisor {
         };
         conn.output = api::response(status, body);
         conn.answered = true;
-        let _ = self.epoll.modify(
-            &conn.stream,
-            &mut EpollEvent::new(EpollFlags::EPOLLOUT, token),
-        );
+        let mut out = EpollEvent::new(EpollFlags::EPOLLOUT, token);
+        if self.epoll.modify(&conn.stream, &mut out).is_err() {
+            let _ = self.epoll.add(&conn.stream, out);
+        }
         self.flush(token);
     }
 
