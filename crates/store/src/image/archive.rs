@@ -24,6 +24,7 @@ use crate::sys;
 #[derive(Debug, Clone)]
 pub(crate) enum Member {
     Data { offset: u64, size: u64 },
+    Truncated { offset: u64, size: u64 },
     Hardlink(String),
     Symlink(String),
     Other,
@@ -79,8 +80,10 @@ impl Container {
             why: format!("not a tar archive ({e})"),
         };
         let entries = archive.entries_with_seek().map_err(bad)?;
+        let mut seen = 0;
         for entry in entries {
             let entry = entry.map_err(bad)?;
+            seen += 1;
             let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             let Some(name) = normalize(&name) else {
                 continue;
@@ -96,15 +99,12 @@ impl Container {
                     let offset = entry.raw_file_position();
                     let size = entry.size();
                     if offset.checked_add(size).is_none_or(|end| end > len) {
-                        return Err(ImageError::Malformed {
-                            archive: path.to_path_buf(),
-                            member: name,
-                            detail: format!(
-                                "declares {size} bytes at offset {offset}, past the end of the {len}-byte file (truncated?)"
-                            ),
-                        });
+                        // Refused when read: in a root filesystem tar this is
+                        // the extractor's to report, entry by entry.
+                        Member::Truncated { offset, size }
+                    } else {
+                        Member::Data { offset, size }
                     }
-                    Member::Data { offset, size }
                 }
                 t if t.is_hard_link() => Member::Hardlink(link()),
                 t if t.is_symlink() => Member::Symlink(link()),
@@ -113,7 +113,7 @@ impl Container {
             // A later member of the same name wins, as in tar.
             members.insert(name, member);
         }
-        if members.is_empty() {
+        if seen == 0 {
             return Err(ImageError::NotAnImage {
                 path: path.to_path_buf(),
                 why: "an empty tar archive".into(),
@@ -134,14 +134,14 @@ impl Container {
     }
 
     /// The data of a tar member, links followed (at most 16).
-    fn resolve_tar(&self, name: &str) -> Option<(u64, u64)> {
+    fn resolve_tar(&self, name: &str) -> Option<Member> {
         let Container::Tar { members, .. } = self else {
             return None;
         };
         let mut name = normalize(name)?;
         for _ in 0..16 {
             match members.get(&name)? {
-                Member::Data { offset, size } => return Some((*offset, *size)),
+                m @ (Member::Data { .. } | Member::Truncated { .. }) => return Some(m.clone()),
                 Member::Hardlink(t) => name = normalize(t)?,
                 Member::Symlink(t) => {
                     let base = match name.rsplit_once('/') {
@@ -194,8 +194,19 @@ impl Container {
                 Ok((Box::new(f), meta.len()))
             }
             Container::Tar { file, len, .. } => {
-                let (offset, size) = self.resolve_tar(name).ok_or_else(missing)?;
-                debug_assert!(offset + size <= *len);
+                let (offset, size) = match self.resolve_tar(name).ok_or_else(missing)? {
+                    Member::Data { offset, size } => (offset, size),
+                    Member::Truncated { offset, size } => {
+                        return Err(ImageError::Malformed {
+                            archive: self.path().to_path_buf(),
+                            member: name.to_string(),
+                            detail: format!(
+                                "declares {size} bytes at offset {offset}, past the end of the {len}-byte file (truncated?)"
+                            ),
+                        })
+                    }
+                    _ => return Err(missing()),
+                };
                 Ok((
                     Box::new(Section {
                         file,

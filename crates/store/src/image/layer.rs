@@ -696,15 +696,6 @@ impl Extractor<'_> {
 
     /// Refuses a file the stream, the caps or the disk cannot hold.
     fn check_size(&mut self, size: u64, offset: u64) -> Result<(), EntryProblem> {
-        let cap = self.opts.max_entry_size;
-        if size > cap {
-            return Err(EntryProblem::TooLarge { size, cap });
-        }
-        if self.total.saturating_add(size) > self.opts.max_layer_size {
-            return Err(EntryProblem::LayerTooLarge {
-                cap: self.opts.max_layer_size,
-            });
-        }
         if let Some(blob) = self.opts.blob_size {
             let limit = match self.compression {
                 Compression::None => Some(blob.saturating_sub(offset)),
@@ -717,6 +708,15 @@ impl Extractor<'_> {
                     return Err(EntryProblem::LargerThanArchive { size, limit });
                 }
             }
+        }
+        let cap = self.opts.max_entry_size;
+        if size > cap {
+            return Err(EntryProblem::TooLarge { size, cap });
+        }
+        if self.total.saturating_add(size) > self.opts.max_layer_size {
+            return Err(EntryProblem::LayerTooLarge {
+                cap: self.opts.max_layer_size,
+            });
         }
         if size > 1 << 20 {
             if let Some(free) = sys::free_bytes(self.root.as_fd()) {
@@ -857,5 +857,41 @@ impl Extractor<'_> {
                 let _ = nix::sys::stat::futimens(&fd, t, t);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_reduce_to_plain_components() {
+        let c = |s: &str| components(s.as_bytes()).map(|v| join(&v));
+        assert_eq!(c("./a//b/./c").unwrap(), PathBuf::from("a/b/c"));
+        assert_eq!(c("./").unwrap(), PathBuf::new());
+        assert!(matches!(c("/etc/passwd"), Err(EntryProblem::Absolute)));
+        assert!(matches!(c("a/../../x"), Err(EntryProblem::ParentDir)));
+        assert!(matches!(c("a/.."), Err(EntryProblem::ParentDir)));
+    }
+
+    #[test]
+    fn compression_by_magic() {
+        assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8]), Ok(Compression::Gzip));
+        assert_eq!(
+            Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]),
+            Ok(Compression::Zstd)
+        );
+        assert_eq!(Compression::sniff(b"\xfd7zXZ\0"), Err("xz"));
+        assert_eq!(Compression::sniff(b"bin/\0\0"), Ok(Compression::None));
+        assert_eq!(Compression::sniff(b""), Ok(Compression::None));
+    }
+
+    #[test]
+    fn an_empty_stream_is_an_empty_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = extract_layer(&[0u8; 1024][..], dir.path(), &LayerOptions::default()).unwrap();
+        assert_eq!(s.entries, 0);
+        assert_eq!(s.diff_id, Digest::of(&[0u8; 1024]));
+        assert_eq!(s.digest, s.diff_id);
     }
 }
