@@ -87,7 +87,7 @@ impl From<Digest> for String {
 /// A reader that hashes and counts every byte read through it.
 pub(crate) struct HashReader<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     count: u64,
 }
 
@@ -95,23 +95,32 @@ impl<R: Read> HashReader<R> {
     pub(crate) fn new(inner: R) -> HashReader<R> {
         HashReader {
             inner,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             count: 0,
         }
     }
 
+    /// Stops hashing (counting goes on): for a stream another reader
+    /// hashes whole. [`HashReader::finish`] then gives no digest.
+    pub(crate) fn stop_hashing(&mut self) {
+        self.hasher = None;
+    }
+
     /// Reads the rest of the stream (so the digest covers all of it) and
-    /// returns the inner reader, the digest and the byte count.
-    pub(crate) fn finish(mut self) -> io::Result<(R, Digest, u64)> {
+    /// returns the inner reader, the digest (None when only counting) and
+    /// the byte count.
+    pub(crate) fn finish(mut self) -> io::Result<(R, Option<Digest>, u64)> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok((self.inner, Digest::from_hasher(self.hasher), self.count))
+        Ok((self.inner, self.hasher.map(Digest::from_hasher), self.count))
     }
 }
 
 impl<R: Read> Read for HashReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.count += n as u64;
         Ok(n)
     }
@@ -172,6 +181,6 @@ mod tests {
         r.read_exact(&mut five).unwrap();
         let (_, d, n) = r.finish().unwrap();
         assert_eq!(n, 11);
-        assert_eq!(d, Digest::of(b"hello world"));
+        assert_eq!(d, Some(Digest::of(b"hello world")));
     }
 }

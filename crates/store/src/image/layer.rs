@@ -325,6 +325,10 @@ pub fn extract_layer<R: Read>(
     let mut raw = BufReader::with_capacity(256 << 10, HashReader::new(blob));
     let head = raw.fill_buf().map_err(read_err("reading the blob"))?;
     let compression = Compression::sniff(head).map_err(LayerError::Compression)?;
+    if compression == Compression::None {
+        // The blob is the tar: hash it once, as the diff_id.
+        raw.get_mut().stop_hashing();
+    }
     let decoder = match compression {
         Compression::None => Decoder::Plain(raw),
         Compression::Gzip => Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(raw)),
@@ -355,12 +359,14 @@ pub fn extract_layer<R: Read>(
     x.finish_dirs();
     let diff = archive.into_inner();
     let (mut decoder, diff_id, _) = diff.finish().map_err(read_err("after the tar's end"))?;
+    let diff_id = diff_id.expect("the tar stream is hashed");
     io::copy(decoder.raw(), &mut io::sink()).map_err(read_err("after the compressed stream"))?;
     let (_, digest, _) = decoder
         .into_raw()
         .into_inner()
         .finish()
         .map_err(read_err("after the compressed stream"))?;
+    let digest = digest.unwrap_or_else(|| diff_id.clone());
     Ok(LayerSummary {
         digest,
         diff_id,

@@ -323,7 +323,12 @@ impl Image {
             target: target.to_path_buf(),
             source,
         };
-        match sys::mount_overlay_readonly(&self.lowerdir()?, target) {
+        let lowerdir = self.lowerdir()?;
+        // mount(2) reads one page of options.
+        if lowerdir.len() + "lowerdir=".len() >= 4096 {
+            return Err(err(nix::errno::Errno::E2BIG));
+        }
+        match sys::mount_overlay_readonly(&lowerdir, target) {
             Ok(()) => Ok(()),
             Err(nix::errno::Errno::EINVAL) if self.layers.len() == 1 => {
                 sys::bind_readonly(&self.layers[0], target).map_err(err)
