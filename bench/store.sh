@@ -2,7 +2,8 @@
 # Store benchmark, part 1: importing a ~200 MB docker-archive.
 #   plinth   plinth --data-dir D image import FILE       (a fresh store every run)
 #   podman   podman load -i FILE                          (the image removed before every run)
-# side by side in one hyperfine run, warm page cache, and the ratio plinth/podman.
+# side by side in one hyperfine run, warm page cache (each run starts after `sync`, so no
+# run pays for the previous one's writeback), and the ratio plinth/podman.
 #
 # The archive is made here, once: a tar of the cached debootstrap root of scripts/lib.sh
 # (`debootstrap_cache`, Debian trixie minbase, about 215 MB), `podman import`ed as one
@@ -70,9 +71,9 @@ echo "$WORK/image.tar: $SIZE bytes" >&2
 step "hyperfine: $RUNS runs, $WARMUP warm-up"
 hyperfine --runs "$RUNS" --warmup "$WARMUP" \
 	--export-json "$OUT/hyperfine.json" --export-markdown "$OUT/hyperfine.md" \
-	-n plinth --prepare "rm -rf $WORK/data" \
+	-n plinth --prepare "rm -rf $WORK/data; sync" \
 	"$PLINTH --data-dir $WORK/data image import $WORK/image.tar --name bench" \
-	-n podman --prepare "podman rmi -f $IMAGE >/dev/null 2>&1 || true" \
+	-n podman --prepare "podman rmi -f $IMAGE >/dev/null 2>&1; sync" \
 	"podman load -q -i $WORK/image.tar"
 
 python3 - "$OUT/hyperfine.json" >"$OUT/summary.txt" <<'PY'

@@ -72,14 +72,20 @@ fn import(
     bars.finish();
     let report = result?;
     let mut err = std::io::stderr().lock();
+    let file_name = input.file_name().map(|n| n.to_string_lossy().into_owned());
     for w in &report.warnings {
-        writeln!(
-            err,
-            "warning: {}: {}: {}",
-            input.display(),
-            w.layer,
-            w.warning
-        )?;
+        // A root filesystem tar is its own one layer: name it once.
+        if Some(&w.layer) == file_name.as_ref() {
+            writeln!(err, "warning: {}: {}", input.display(), w.warning)?;
+        } else {
+            writeln!(
+                err,
+                "warning: {}: {}: {}",
+                input.display(),
+                w.layer,
+                w.warning
+            )?;
+        }
     }
     let image = &report.image;
     println!(

@@ -12,8 +12,9 @@
 //!   never by following it;
 //! - hard links must name an entry already in this layer, resolved the
 //!   same way;
-//! - device nodes are refused, except the 0:0 character device of an
-//!   overlayfs whiteout; `.wh.NAME` becomes such a whiteout and
+//! - device nodes are not created (with a warning: a container's `/dev`
+//!   is its runtime's), except the 0:0 character device of an overlayfs
+//!   whiteout; `.wh.NAME` becomes such a whiteout and
 //!   `.wh..wh..opq` the `trusted.overlay.opaque=y` attribute of its
 //!   directory; `trusted.*` attributes in the archive are dropped;
 //! - setuid and setgid bits of files, and file capabilities, are stripped
@@ -142,6 +143,16 @@ pub enum WarningKind {
     /// An extended attribute plinth does not write.
     #[error("extended attribute {0} dropped")]
     XattrDropped(String),
+    /// A device node not created.
+    #[error("{kind} device {major}:{minor} not created (only 0:0 character devices, overlayfs whiteouts, are)")]
+    DeviceSkipped {
+        /// `character` or `block`.
+        kind: &'static str,
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
+    },
 }
 
 impl std::fmt::Display for Warning {
@@ -172,16 +183,6 @@ pub enum EntryProblem {
     /// A hard link to something not extracted before it.
     #[error("hard link to {0}, which is not an earlier entry of this layer")]
     HardlinkMissing(String),
-    /// A block device, or a character device other than a whiteout.
-    #[error("{kind} device {major}:{minor} (only 0:0 character devices, overlayfs whiteouts, are allowed)")]
-    Device {
-        /// `character` or `block`.
-        kind: &'static str,
-        /// Major number.
-        major: u32,
-        /// Minor number.
-        minor: u32,
-    },
     /// A tar entry type plinth does not extract.
     #[error("unsupported entry type {0:?}")]
     UnsupportedType(char),
@@ -658,15 +659,20 @@ impl Extractor<'_> {
                     self.clear(&parent, name, false)?;
                     return self.whiteout(&parent, name, &meta);
                 }
-                Err(EntryProblem::Device {
-                    kind: if kind == EntryType::Char {
-                        "character"
-                    } else {
-                        "block"
+                // Never created: a container's /dev comes from its runtime.
+                self.warn(
+                    shown,
+                    WarningKind::DeviceSkipped {
+                        kind: if kind == EntryType::Char {
+                            "character"
+                        } else {
+                            "block"
+                        },
+                        major,
+                        minor,
                     },
-                    major,
-                    minor,
-                })
+                );
+                Ok(())
             }
             EntryType::Fifo => {
                 self.clear(&parent, name, false)?;

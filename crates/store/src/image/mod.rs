@@ -1007,6 +1007,20 @@ impl Store {
                 }
             }
         }
+        // A layer found stored at the start may have been removed since
+        // (`image rm` of its last other user): never record a missing one.
+        for l in &record.layers {
+            let dir = self.layer_dir(&l.diff_id);
+            if !dir.is_dir() {
+                return Err(ImageError::io(
+                    &dir,
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        "the layer was removed while the image was imported; import it again",
+                    ),
+                ));
+            }
+        }
         let path = self.images_dir().join(record_file(&record.name));
         let replaced = path.is_file();
         let text = serde_json::to_vec_pretty(&record).expect("a record serializes");
