@@ -103,6 +103,11 @@ pub(crate) fn write_oci_archive(
     let mut w = ar.into_inner().map_err(werr)?;
     w.flush().map_err(werr)?;
     drop(w);
+    // A temp file is 0600; an archive is for others to read.
+    use std::os::unix::fs::PermissionsExt;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))
+        .map_err(werr)?;
     tmp.as_file().sync_all().map_err(werr)?;
     tmp.persist(out).map_err(|e| werr(e.error))?;
     Ok(())
