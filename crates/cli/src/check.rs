@@ -1,7 +1,13 @@
 //! `plinth check`: judge a root's binaries against a platform and print
 //! the report. A progress bar goes to stderr when it is a terminal.
+//!
+//! A root (or `--onto` platform) given as `image:NAME` is an imported
+//! image: its layers are mounted as a read-only overlay on a private temp
+//! directory, in a mount namespace of this process alone (so no mount
+//! outlives it, whatever happens), and unmounted at the end.
 
 use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Result};
@@ -11,12 +17,61 @@ use plinth_compat::syscalls::seccomp::SeccompProfile;
 use plinth_compat::syscalls::Arch;
 use plinth_compat::{render, CheckBuilder, Progress, Report};
 
-use crate::cli::{CheckArgs, CheckFormat, SeccompArgs};
+use crate::cli::{CheckArgs, CheckFormat, GlobalArgs, SeccompArgs};
+
+/// A root to check: a directory, or the mounted view of an image.
+struct Root {
+    path: PathBuf,
+    _view: Option<plinth_store::View>,
+}
+
+/// Resolves `image:NAME` to a mounted view of the image; any other path
+/// is used as it is.
+fn root(g: &GlobalArgs, path: &Path) -> Result<Root> {
+    let Some(name) = path.to_str().and_then(|s| s.strip_prefix("image:")) else {
+        return Ok(Root {
+            path: path.to_path_buf(),
+            _view: None,
+        });
+    };
+    private_mounts()?;
+    let store = plinth_store::Store::open(g.data_dir())?;
+    let view = store.view(name)?;
+    Ok(Root {
+        path: view.path().to_path_buf(),
+        _view: Some(view),
+    })
+}
+
+/// Moves this process into a mount namespace of its own (once), whose
+/// mounts do not propagate back to the host's.
+fn private_mounts() -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if DONE.get().is_some() {
+        return Ok(());
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| {
+        anyhow::anyhow!("a private mount namespace for the image view: {e} (needs root)")
+    })?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| anyhow::anyhow!("making / a slave mount: {e}"))?;
+    let _ = DONE.set(());
+    Ok(())
+}
 
 /// Runs the check; exit status 0 even when files fail (the report says
 /// so), 1 only when the check itself cannot run.
-pub fn run(args: &CheckArgs) -> Result<i32> {
-    let mut builder = CheckBuilder::new(&args.path).syscalls(args.syscalls);
+pub fn run(g: &GlobalArgs, args: &CheckArgs) -> Result<i32> {
+    let target = root(g, &args.path)?;
+    let onto = args.onto.as_deref().map(|o| root(g, o)).transpose()?;
+    let mut builder = CheckBuilder::new(&target.path).syscalls(args.syscalls);
     if let Some(v) = &args.kernel {
         let k = KernelInfo::as_release(v);
         if k.version.0 == 0 {
@@ -24,7 +79,11 @@ pub fn run(args: &CheckArgs) -> Result<i32> {
         }
         builder = builder.kernel(k);
     }
-    let report = run_check(builder, args.onto.as_deref(), &args.binary)?;
+    let report = run_check(
+        builder,
+        onto.as_ref().map(|o| o.path.as_path()),
+        &args.binary,
+    )?;
     let mut out = std::io::stdout().lock();
     match args.format {
         CheckFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
@@ -40,9 +99,15 @@ pub fn run(args: &CheckArgs) -> Result<i32> {
 
 /// `plinth seccomp`: the union of what the named programs (or every file)
 /// can call, as a profile.
-pub fn seccomp(args: &SeccompArgs) -> Result<i32> {
-    let builder = CheckBuilder::new(&args.path).syscalls(true);
-    let report = run_check(builder, args.onto.as_deref(), &args.binary)?;
+pub fn seccomp(g: &GlobalArgs, args: &SeccompArgs) -> Result<i32> {
+    let target = root(g, &args.path)?;
+    let onto = args.onto.as_deref().map(|o| root(g, o)).transpose()?;
+    let builder = CheckBuilder::new(&target.path).syscalls(true);
+    let report = run_check(
+        builder,
+        onto.as_ref().map(|o| o.path.as_path()),
+        &args.binary,
+    )?;
     let mut names = std::collections::BTreeSet::new();
     let mut unresolved = 0;
     for f in &report.files {

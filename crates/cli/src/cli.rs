@@ -39,6 +39,10 @@ pub struct GlobalArgs {
     /// Accepted for runc compatibility; checkpointing is not supported.
     #[arg(long, global = true, hide = true)]
     pub criu: Option<PathBuf>,
+    /// Directory of images, layers and the fleet's records [default:
+    /// $PLINTH_STATE_DIR, else /var/lib/plinth].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 impl GlobalArgs {
@@ -47,6 +51,19 @@ impl GlobalArgs {
         self.root
             .clone()
             .unwrap_or_else(|| PathBuf::from("/run/plinth"))
+    }
+
+    /// The data directory: `--data-dir`, else `$PLINTH_STATE_DIR` (when
+    /// not empty), else `/var/lib/plinth`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .or_else(|| {
+                std::env::var_os("PLINTH_STATE_DIR")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from("/var/lib/plinth"))
     }
 }
 
@@ -278,6 +295,58 @@ pub enum Command {
     /// Write a least-privilege seccomp profile (the `linux.seccomp` object
     /// of config.json) allowing the system calls a root's programs can make.
     Seccomp(SeccompArgs),
+    /// Import, list, inspect, remove and export images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import an OCI image layout directory, an oci-archive, a
+    /// docker-archive (`docker save`, `podman save`) or a root filesystem
+    /// tar (plain, gzip or zstd).
+    Import {
+        /// The archive or directory.
+        input: PathBuf,
+        /// The name to store it under [default: the one the archive gives,
+        /// or a root filesystem tar's file name].
+        #[arg(long)]
+        name: Option<String>,
+        /// Keep setuid/setgid bits and file capabilities (stripped by
+        /// default, with a warning).
+        #[arg(long)]
+        keep_setuid: bool,
+        /// Refuse any file larger than this (64M, 2G).
+        #[arg(long, value_name = "SIZE", default_value = "16G", value_parser = parse_size)]
+        max_file_size: i64,
+        /// Refuse a layer whose files add up to more than this.
+        #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = parse_size)]
+        max_layer_size: i64,
+    },
+    /// List the images.
+    Ls {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Print an image's record as JSON: layers, config, origin.
+    Inspect {
+        /// The image.
+        name: String,
+    },
+    /// Remove an image, and its layers that no other image uses.
+    Rm {
+        /// The image.
+        name: String,
+    },
+    /// Write an image as an oci-archive (`podman load -i FILE` reads it).
+    Export {
+        /// The image.
+        name: String,
+        /// The archive to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -302,7 +371,8 @@ pub struct PlatformArgs {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// The root directory to check (never leaves its filesystem).
+    /// The root directory to check (never leaves its filesystem), or
+    /// `image:NAME` for an imported image.
     pub path: PathBuf,
     /// Resolve libraries in this platform root instead of PATH's own.
     #[arg(long, value_name = "ROOT")]
@@ -402,7 +472,8 @@ pub struct DaemonArgs {
 
 #[derive(Debug, Args)]
 pub struct SeccompArgs {
-    /// The root directory whose programs the profile is for.
+    /// The root directory whose programs the profile is for, or
+    /// `image:NAME` for an imported image.
     pub path: PathBuf,
     /// Allow what this program can call (relative to PATH); repeatable.
     /// Without it, every ELF file of the root.

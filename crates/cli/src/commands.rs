@@ -131,8 +131,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Platform(args) => crate::platform::run(g, &args),
-        Command::Check(args) => crate::check::run(&args),
-        Command::Seccomp(args) => crate::check::seccomp(&args),
+        Command::Check(args) => crate::check::run(g, &args),
+        Command::Seccomp(args) => crate::check::seccomp(g, &args),
+        Command::Image(cmd) => crate::image::run(g, cmd),
         Command::Completion { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();

@@ -1,8 +1,8 @@
 //! The fleet verbs: `new`, `start NAME`, `stop`, `restart`, `rm`, `ls`,
 //! `logs`, `apply`, `upgrade`, `daemon`.
 //!
-//! Records live in `$PLINTH_STATE_DIR` (default `/var/lib/plinth`); running
-//! containers under `<--root>/fleet` (default `/run/plinth/fleet`); the
+//! Records live in `--data-dir` (else `$PLINTH_STATE_DIR`, default `/var/lib/plinth`);
+//! running containers under `<--root>/fleet` (default `/run/plinth/fleet`); the
 //! supervisor listens on `<--root>/plinth.sock`. Verbs that run or stop
 //! containers go through the supervisor, and start one when none answers.
 
@@ -20,16 +20,13 @@ use plinth_fleet::{
 
 use crate::cli::{DaemonArgs, Format, GlobalArgs, NewArgs};
 
-fn state_dir() -> PathBuf {
-    std::env::var_os("PLINTH_STATE_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/plinth"))
+fn state_dir(g: &GlobalArgs) -> PathBuf {
+    g.data_dir()
 }
 
 /// The fleet of this host, if one was ever made (nothing is created).
 pub fn existing(g: &GlobalArgs) -> Result<Option<Fleet>> {
-    if state_dir().join("fleet.db").is_file() {
+    if state_dir(g).join("fleet.db").is_file() {
         open(g).map(Some)
     } else {
         Ok(None)
@@ -39,7 +36,7 @@ pub fn existing(g: &GlobalArgs) -> Result<Option<Fleet>> {
 /// The fleet of this host.
 pub fn open(g: &GlobalArgs) -> Result<Fleet> {
     let bridge = bridge()?;
-    let state = state_dir();
+    let state = state_dir(g);
     let exe = std::env::current_exe().context("the plinth binary")?;
     Ok(Fleet::open(state, g.state_root().join("fleet"), exe)?.with_bridge(bridge))
 }
@@ -78,7 +75,7 @@ pub fn connect(g: &GlobalArgs) -> Result<Fleet> {
 /// Starts `plinth daemon` in the background (its output goes to
 /// `daemon.log` in the state directory) and waits until it answers.
 fn start_daemon(g: &GlobalArgs, sock: &std::path::Path) -> Result<Client> {
-    let state = state_dir();
+    let state = state_dir(g);
     std::fs::create_dir_all(&state).with_context(|| state.display().to_string())?;
     let log_path = state.join("daemon.log");
     let log = std::fs::OpenOptions::new()
@@ -88,7 +85,11 @@ fn start_daemon(g: &GlobalArgs, sock: &std::path::Path) -> Result<Client> {
         .with_context(|| log_path.display().to_string())?;
     let exe = std::env::current_exe().context("the plinth binary")?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.arg("--root").arg(g.state_root()).arg("daemon");
+    cmd.arg("--root")
+        .arg(g.state_root())
+        .arg("--data-dir")
+        .arg(&state)
+        .arg("daemon");
     cmd.env("PLINTH_STATE_DIR", &state)
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
@@ -128,7 +129,7 @@ fn start_daemon(g: &GlobalArgs, sock: &std::path::Path) -> Result<Client> {
 
 /// `plinth daemon`.
 pub fn daemon(g: &GlobalArgs, a: &DaemonArgs) -> Result<i32> {
-    let state = state_dir();
+    let state = state_dir(g);
     if a.stop {
         let lock = state.join("daemon.lock");
         let Some(client) = Client::connect(&socket(g)) else {

@@ -9,6 +9,7 @@ mod check;
 mod cli;
 mod commands;
 mod fleet;
+mod image;
 mod logging;
 mod platform;
 
