@@ -1,7 +1,9 @@
 //! The fleet verbs: `new`, `start NAME`, `stop`, `rm`, `ls`.
 //!
-//! Records live in `$PLINTH_STATE_DIR` (default `/var/lib/plinth`); running
-//! containers under `<--root>/fleet` (default `/run/plinth/fleet`).
+//! Records live in `--data-dir` (else `$PLINTH_STATE_DIR`, else
+//! `/var/lib/plinth`); running containers under `<--root>/fleet` (default
+//! `/run/plinth/fleet`). The storage verbs (`snapshot`, `clone`, `send`,
+//! `receive`) are in `storage.rs`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,16 +15,21 @@ use plinth_fleet::{parse_size, Action, Base, Bind, ContainerSpec, Fleet, Manifes
 
 use crate::cli::{Format, GlobalArgs, NewArgs};
 
-fn state_dir() -> PathBuf {
-    std::env::var_os("PLINTH_STATE_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
+/// `--data-dir`, else `$PLINTH_STATE_DIR`, else `/var/lib/plinth`.
+fn state_dir(g: &GlobalArgs) -> PathBuf {
+    g.data_dir
+        .clone()
+        .or_else(|| {
+            std::env::var_os("PLINTH_STATE_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
         .unwrap_or_else(|| PathBuf::from("/var/lib/plinth"))
 }
 
 /// The fleet of this host, if one was ever made (nothing is created).
 pub fn existing(g: &GlobalArgs) -> Result<Option<Fleet>> {
-    if state_dir().join("fleet.db").is_file() {
+    if state_dir(g).join("fleet.db").is_file() {
         open(g).map(Some)
     } else {
         Ok(None)
@@ -31,7 +38,7 @@ pub fn existing(g: &GlobalArgs) -> Result<Option<Fleet>> {
 
 /// The fleet of this host.
 pub fn open(g: &GlobalArgs) -> Result<Fleet> {
-    let state = state_dir();
+    let state = state_dir(g);
     let exe = std::env::current_exe().context("the plinth binary")?;
     Ok(Fleet::open(state, g.state_root().join("fleet"), exe)?)
 }

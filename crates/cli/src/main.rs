@@ -11,6 +11,7 @@ mod commands;
 mod fleet;
 mod logging;
 mod platform;
+mod storage;
 
 use clap::Parser;
 

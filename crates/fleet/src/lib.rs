@@ -29,11 +29,13 @@ mod bundle;
 mod db;
 mod netns;
 mod spec;
+mod storage;
 mod upgrade;
 
 pub use apply::{Action, Manifest, Plan};
 pub use db::Record;
 pub use spec::{parse_size, Base, Bind, ContainerSpec, Network, Restart, DEFAULT_HIDE};
+pub use storage::Received;
 pub use upgrade::{Affected, UpgradeReport};
 
 use std::path::{Path, PathBuf};
@@ -78,6 +80,9 @@ pub enum FleetError {
     /// The runtime refused.
     #[error("{0}")]
     Runtime(String),
+    /// Layers, snapshots and streams.
+    #[error(transparent)]
+    Store(#[from] plinth_store::StoreError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> FleetError {
@@ -166,7 +171,7 @@ impl Fleet {
             }
         });
         if made.is_err() {
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = plinth_store::remove_all(&dir);
         }
         made
     }
@@ -408,11 +413,8 @@ impl Fleet {
         }
         let dir = self.dir(name);
         bundle::release(&dir);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(dir.display().to_string())(e)),
-        }
+        // Subvolumes (the upper layer, read-only snapshots) go whole.
+        plinth_store::remove_all(&dir)?;
         self.db.remove(name)
     }
 

@@ -80,6 +80,11 @@ pub(crate) fn seal_received(path: &Path, uuid: [u8; 16], ctransid: u64) -> io::R
     sys::subvol_set_readonly(fd.as_fd(), true)
 }
 
+/// Whether the subvolume `path` is read-only.
+pub(crate) fn readonly(path: &Path) -> io::Result<bool> {
+    sys::subvol_readonly(open_dir(path)?.as_fd())
+}
+
 /// A UUID as `8-4-4-4-12` hex.
 pub(crate) fn uuid_string(u: &[u8; 16]) -> String {
     let h = crate::tree::hex(u);

@@ -14,12 +14,11 @@
 
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::OFlags;
 
-use crate::root::{list_dir, Root};
+use crate::root::Root;
 use crate::stream::PayloadReader;
 use crate::tree::{check_path, corrupt, show, Kind, Reader};
 use crate::{btrfs, io_err, StoreError, StreamError};
@@ -155,15 +154,14 @@ pub(crate) struct Received {
 /// Finds, among the subvolumes in `dir`, the one whose received UUID or
 /// UUID is `uuid`.
 fn find_subvolume(dir: &Path, uuid: &[u8; 16]) -> Result<Option<PathBuf>, StoreError> {
-    let fd = match Root::open(dir) {
-        Ok(r) => r,
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(dir.display().to_string())(e)),
     };
-    let names = list_dir(fd.fd()).map_err(io_err(dir.display().to_string()))?;
     let mut by_uuid = None;
-    for n in names {
-        let p = dir.join(std::ffi::OsStr::from_bytes(&n));
+    for ent in rd {
+        let p = ent.map_err(io_err(dir.display().to_string()))?.path();
         if !btrfs::is_subvolume(&p).unwrap_or(false) {
             continue;
         }

@@ -459,7 +459,7 @@ impl Layers {
         match format {
             Format::Btrfs => {
                 let i = btrfs::info(&path).map_err(io_err(path.display().to_string()))?;
-                if !i.readonly() {
+                if !btrfs::readonly(&path).map_err(io_err(path.display().to_string()))? {
                     return Err(StoreError::Invalid(format!(
                         "{}: not a read-only snapshot",
                         path.display()
@@ -531,7 +531,9 @@ impl Layers {
             }
         }
         self.ensure_dirs()?;
-        let snap = self.dir.join(work_name("recv-snap"));
+        // Beside the snapshots: a read-only subvolume cannot move to
+        // another directory.
+        let snap = self.snap_dir().join(work_name("recv-snap"));
         let manifest = self.dir.join(work_name("recv-manifest"));
         let upper = self.dir.join(work_name("recv-upper"));
         let mut cleanup = Cleanup(vec![snap.clone(), manifest.clone(), upper.clone()]);

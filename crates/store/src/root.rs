@@ -314,6 +314,14 @@ pub(crate) fn remove_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
     )?;
     if st.st_ino == sys::BTRFS_FIRST_FREE_OBJECTID && sys::fs_magic(&sub)? == sys::BTRFS_SUPER_MAGIC
     {
+        // The ioctl needs a descriptor that is not O_PATH.
+        let parent = rustix::fs::openat(
+            dir,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let dir = parent.as_fd();
         match sys::snap_destroy(dir, name) {
             Ok(()) => return Ok(()),
             // Holds nested subvolumes: empty it first, then retry.

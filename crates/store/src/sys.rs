@@ -186,6 +186,14 @@ pub(crate) fn snap_destroy(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
     check(unsafe { libc::ioctl(dir.as_raw_fd(), IOC_SNAP_DESTROY as _, &mut args) })
 }
 
+/// Whether the subvolume of `fd` is read-only.
+pub(crate) fn subvol_readonly(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut flags: u64 = 0;
+    // SAFETY: the ioctl writes one u64 to `flags`.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), IOC_SUBVOL_GETFLAGS as _, &mut flags) })?;
+    Ok(flags & BTRFS_SUBVOL_RDONLY != 0)
+}
+
 /// Makes the subvolume of `fd` read-only or writable.
 pub(crate) fn subvol_set_readonly(fd: BorrowedFd<'_>, readonly: bool) -> io::Result<()> {
     let mut flags: u64 = 0;
@@ -221,16 +229,9 @@ pub(crate) fn set_received(fd: BorrowedFd<'_>, uuid: [u8; 16], stransid: u64) ->
 #[derive(Clone, Debug)]
 pub(crate) struct SubvolInfo {
     pub treeid: u64,
-    pub flags: u64,
     pub uuid: [u8; 16],
     pub received_uuid: [u8; 16],
     pub otime: (u64, u32),
-}
-
-impl SubvolInfo {
-    pub fn readonly(&self) -> bool {
-        self.flags & BTRFS_SUBVOL_RDONLY != 0
-    }
 }
 
 /// `BTRFS_IOC_GET_SUBVOL_INFO` on a subvolume's root directory.
@@ -241,7 +242,6 @@ pub(crate) fn subvol_info(fd: BorrowedFd<'_>) -> io::Result<SubvolInfo> {
     check(unsafe { libc::ioctl(fd.as_raw_fd(), IOC_GET_SUBVOL_INFO as _, &mut args) })?;
     Ok(SubvolInfo {
         treeid: args.treeid,
-        flags: args.flags,
         uuid: args.uuid,
         received_uuid: args.received_uuid,
         otime: (args.otime.sec, args.otime.nsec),
