@@ -202,6 +202,35 @@ pub enum Command {
         #[arg(long, default_value = "/etc/apt/apt.conf.d")]
         apt_dir: PathBuf,
     },
+    /// Take a read-only snapshot of a fleet container's upper layer:
+    /// `NAME@SNAP` (SNAP defaults to the time); `snapshot ls NAME` lists
+    /// them, `snapshot rm NAME@SNAP` deletes one.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Snapshot(SnapshotArgs),
+    /// Make a new fleet container DST with the spec of SRC and a copy of
+    /// its upper layer (or of its snapshot SRC@SNAP).
+    Clone {
+        /// SRC or SRC@SNAP.
+        source: String,
+        /// The new container.
+        dest: String,
+    },
+    /// Write a stream of a fleet container's snapshot to standard output
+    /// (of a temporary snapshot without @SNAP), for `plinth receive`.
+    Send {
+        /// NAME or NAME@SNAP.
+        target: String,
+        /// Send only what changed since this snapshot (the receiver must
+        /// hold it).
+        #[arg(long, value_name = "SNAP")]
+        from: Option<String>,
+    },
+    /// Make (or, for an incremental stream, update) a fleet container from
+    /// a stream of `plinth send` on standard input.
+    Receive {
+        /// The container's name [default: the sender's].
+        name: Option<String>,
+    },
     /// List the fleet's containers.
     Ls {
         /// Output format.
@@ -468,6 +497,32 @@ pub struct DaemonArgs {
     /// Containers started at once.
     #[arg(long, default_value_t = 8)]
     pub parallel: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// NAME or NAME@SNAP.
+    #[arg(required = true)]
+    pub target: Option<String>,
+    #[command(subcommand)]
+    pub action: Option<SnapshotAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotAction {
+    /// List a container's snapshots.
+    Ls {
+        /// The container.
+        name: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Delete a snapshot.
+    Rm {
+        /// NAME@SNAP.
+        target: String,
+    },
 }
 
 #[derive(Debug, Args)]

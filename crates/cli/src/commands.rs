@@ -61,6 +61,10 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::Daemon(args) => crate::fleet::daemon(g, &args),
         Command::Ls { format } => crate::fleet::ls(g, format),
+        Command::Snapshot(args) => crate::storage::snapshot(g, args),
+        Command::Clone { source, dest } => crate::storage::clone(g, &source, &dest),
+        Command::Send { target, from } => crate::storage::send(g, &target, from.as_deref()),
+        Command::Receive { name } => crate::storage::receive(g, name.as_deref()),
         Command::Apply { manifest, dry_run } => crate::fleet::apply(g, &manifest, dry_run),
         Command::Hook { action, apt_dir } => crate::fleet::hook(&action, &apt_dir),
         Command::Upgrade {

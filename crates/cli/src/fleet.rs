@@ -5,6 +5,8 @@
 //! running containers under `<--root>/fleet` (default `/run/plinth/fleet`); the
 //! supervisor listens on `<--root>/plinth.sock`. Verbs that run or stop
 //! containers go through the supervisor, and start one when none answers.
+//! The storage verbs (`snapshot`, `clone`, `send`, `receive`) are in
+//! `storage.rs`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -62,12 +64,32 @@ fn socket(g: &GlobalArgs) -> PathBuf {
 /// The fleet, with the supervisor attached: the one that answers on the
 /// socket, or a new one started for it.
 pub fn connect(g: &GlobalArgs) -> Result<Fleet> {
-    let mut fleet = open(g)?;
+    let fleet = open(g)?;
+    attach(g, fleet)
+}
+
+/// Attaches the supervisor of this data directory, started if none answers.
+fn attach(g: &GlobalArgs, mut fleet: Fleet) -> Result<Fleet> {
     let sock = socket(g);
     let client = match Client::connect(&sock) {
         Some(c) => c,
         None => start_daemon(g, &sock)?,
     };
+    // One socket, one data directory: a supervisor of another one would
+    // act on other containers.
+    let info = client.call("GET", "/v1/daemon", None)?;
+    let theirs = info["data_dir"].as_str().map(PathBuf::from);
+    let ours = state_dir(g);
+    let same =
+        |p: &std::path::Path| std::fs::canonicalize(p).ok() == std::fs::canonicalize(&ours).ok();
+    if let Some(theirs) = theirs.filter(|t| !same(t)) {
+        anyhow::bail!(
+            "the supervisor on {} serves {}, not {}: give each data directory its own --root",
+            sock.display(),
+            theirs.display(),
+            ours.display()
+        );
+    }
     fleet.attach(client);
     Ok(fleet)
 }
@@ -222,13 +244,8 @@ pub fn new(g: &GlobalArgs, a: NewArgs) -> Result<i32> {
 }
 
 /// `plinth start NAME`.
-pub fn start(g: &GlobalArgs, mut fleet: Fleet, name: &str) -> Result<i32> {
-    let sock = socket(g);
-    let client = match Client::connect(&sock) {
-        Some(c) => c,
-        None => start_daemon(g, &sock)?,
-    };
-    fleet.attach(client);
+pub fn start(g: &GlobalArgs, fleet: Fleet, name: &str) -> Result<i32> {
+    let fleet = attach(g, fleet)?;
     let pid = fleet.start(name)?;
     println!("{name}: running, pid {pid}");
     Ok(0)

@@ -12,6 +12,7 @@ mod fleet;
 mod image;
 mod logging;
 mod platform;
+mod storage;
 
 use clap::Parser;
 

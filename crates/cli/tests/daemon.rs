@@ -498,3 +498,29 @@ fn a_client_that_hangs_up_leaves_its_batch_done_and_the_supervisor_idle() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     plinth(&td).args(["start", "stubborn"]).assert_success();
 }
+
+#[test]
+fn one_socket_serves_one_data_directory() {
+    if !require_root() {
+        return;
+    }
+    let td = TestDir::new("daemon-two-dirs");
+    let _g = Guard(&td);
+    new(&td, "here", &[], &["/bin/busybox", "sleep", "1000"]);
+    plinth(&td).args(["start", "here"]).assert_success();
+    // Another data directory behind the same --root: refused, not served by the
+    // supervisor of the first.
+    let out = plinth(&td)
+        .arg("--data-dir")
+        .arg(td.path().join("elsewhere"))
+        .args(["stop", "here"])
+        .output();
+    assert!(!out.status.success());
+    assert!(
+        out.stderr
+            .contains("give each data directory its own --root"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(info(&td, "here")["state"], "running");
+}

@@ -3,7 +3,7 @@
 //!
 //! | request | body | answer |
 //! | --- | --- | --- |
-//! | `GET /v1/daemon` | | `{"pid", "containers", "watched"}` |
+//! | `GET /v1/daemon` | | `{"pid", "data_dir", "containers", "watched"}` |
 //! | `GET /v1/containers` | | the `plinth ls` objects |
 //! | `POST /v1/containers/start` | `{"names"}` | `{"results": [{"name", "pid"} or {"name", "error"}]}` |
 //! | `POST /v1/containers/stop` | `{"names", "timeout_ms"}` | results |

@@ -15,18 +15,31 @@ use crate::namespaces::Namespaces;
 use crate::spec::{ContainerSpec, Network};
 use crate::{io, FleetError};
 
-/// Makes `upper/`, `work/` and `rootfs/`; each hidden path becomes an
-/// opaque directory of the upper layer, which shows as empty.
+/// Makes `upper/` (a btrfs subvolume when the state directory is on
+/// btrfs, so that it can be snapshotted and sent), `work/` and `rootfs/`;
+/// each hidden path becomes an opaque directory of the upper layer, which
+/// shows as empty.
 pub(crate) fn make_layers(dir: &Path, spec: &ContainerSpec) -> Result<(), FleetError> {
-    for sub in ["upper", "work", "rootfs"] {
-        let p = dir.join(sub);
-        std::fs::create_dir_all(&p).map_err(io(p.display().to_string()))?;
+    std::fs::create_dir_all(dir).map_err(io(dir.display().to_string()))?;
+    let upper = dir.join("upper");
+    if upper.symlink_metadata().is_err() {
+        plinth_store::make_layer(&upper)?;
     }
+    make_work_dirs(dir)?;
     for hidden in &spec.hide {
         let rel = hidden.strip_prefix("/").unwrap_or(hidden);
         let p = dir.join("upper").join(rel);
         std::fs::create_dir_all(&p).map_err(io(p.display().to_string()))?;
         set_opaque(&p)?;
+    }
+    Ok(())
+}
+
+/// Makes `work/` and `rootfs/` beside an upper layer that exists.
+pub(crate) fn make_work_dirs(dir: &Path) -> Result<(), FleetError> {
+    for sub in ["work", "rootfs"] {
+        let p = dir.join(sub);
+        std::fs::create_dir_all(&p).map_err(io(p.display().to_string()))?;
     }
     Ok(())
 }

@@ -567,6 +567,7 @@ impl Supervisor {
             ("GET", "/v1/daemon") => {
                 let body = json!({
                     "pid": std::process::id(),
+                    "data_dir": self.fleet.state_dir(),
                     "containers": self.units.len(),
                     "watched": self.procs.len(),
                 });

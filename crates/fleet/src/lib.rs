@@ -42,6 +42,7 @@ mod namespaces;
 mod netlink;
 mod netns;
 mod spec;
+mod storage;
 mod sys;
 mod upgrade;
 mod userns;
@@ -57,6 +58,7 @@ pub use spec::{
     parse_size, Base, Bind, ContainerSpec, HealthCheck, Network, Restart, User, UserNs,
     DEFAULT_HIDE,
 };
+pub use storage::Received;
 pub use upgrade::{Affected, UpgradeReport};
 pub use userns::IdRange;
 
@@ -105,6 +107,9 @@ pub enum FleetError {
     /// The supervisor could not be reached or refused.
     #[error("supervisor: {0}")]
     Daemon(String),
+    /// Layers, snapshots and streams.
+    #[error(transparent)]
+    Store(#[from] plinth_store::StoreError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> FleetError {
@@ -249,7 +254,7 @@ impl Fleet {
             }
         });
         if made.is_err() {
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = plinth_store::remove_all(&dir);
         }
         made
     }
@@ -513,11 +518,8 @@ impl Fleet {
         let _ = plinth_runtime::container::delete(&self.runtime, name, true);
         let dir = self.dir(name);
         bundle::release(&dir);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(dir.display().to_string())(e)),
-        }
+        // Subvolumes (the upper layer, read-only snapshots) go whole.
+        plinth_store::remove_all(&dir)?;
         self.free_ids(name)?;
         self.db.remove(name)
     }
