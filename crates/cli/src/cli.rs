@@ -427,7 +427,8 @@ pub struct CheckArgs {
 pub struct NewArgs {
     /// The container's name.
     pub name: String,
-    /// The platform root: `host` (this host's /) or `dir:PATH`.
+    /// The platform root: `host` (this host's /), `dir:PATH`, or `image:NAME` (an
+    /// imported image's layers).
     #[arg(long, default_value = "host")]
     pub base: String,
     /// A path that is empty in the container; repeatable [default: /root
@@ -478,8 +479,9 @@ pub struct NewArgs {
     /// Seconds between health checks once healthy.
     #[arg(long, default_value_t = 30, value_name = "S")]
     pub health_interval: u64,
-    /// The command, after `--`.
-    #[arg(last = true, required = true)]
+    /// The command, after `--` (for `--base image:NAME`, the image's
+    /// Entrypoint and Cmd by default).
+    #[arg(last = true)]
     pub command: Vec<String>,
 }
 

@@ -37,7 +37,12 @@ pub fn run(g: &GlobalArgs, cmd: ImageCommand) -> Result<i32> {
             Ok(0)
         }
         ImageCommand::Rm { name } => {
-            store.remove(&name, &[])?;
+            // Containers made from it keep it.
+            let users = match crate::fleet::existing(g)? {
+                Some(fleet) => fleet.image_users(&name)?,
+                None => Vec::new(),
+            };
+            store.remove(&name, &users)?;
             Ok(0)
         }
         ImageCommand::Export { name, output } => {

@@ -190,7 +190,7 @@ fn bad_input_makes_nothing() {
         ),
         (
             vec!["new", "x", "--base", "image:y", "--", "/bin/true"],
-            "image bases",
+            "--base image:y: image y: no such image",
         ),
         (
             vec!["new", "x", "--bind", "rel:/x", "--", "/bin/true"],

@@ -160,6 +160,18 @@ fn noise(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Removes the fleet containers of a fixture and stops its supervisor.
+struct FleetGuard<'a>(&'a Fixture);
+
+impl Drop for FleetGuard<'_> {
+    fn drop(&mut self) {
+        for name in ["from-image", "from-image-env"] {
+            let _ = self.0.plinth().args(["rm", "--force", name]).output();
+        }
+        let _ = self.0.plinth().args(["daemon", "--stop"]).output();
+    }
+}
+
 /// A test's store and the directory hostile archives aim at.
 struct Fixture {
     td: TestDir,
@@ -1134,6 +1146,87 @@ fn podman_images_round_trip_through_plinth() {
         .stdout;
     assert_eq!(ours, want, "the image runs differently under plinth");
     drop(view);
+
+    // Fleet containers made from the image: its layers stacked as the lower layers,
+    // nothing copied; its Cmd, Env and WorkingDir are their defaults.
+    let _fleet = FleetGuard(&fx);
+    fs::set_permissions(td.path(), fs::Permissions::from_mode(0o711)).unwrap();
+    fx.plinth()
+        .args(["new", "from-image", "--base", "image:podman-oci-dir"])
+        .assert_success();
+    fx.plinth()
+        .args([
+            "new",
+            "from-image-env",
+            "--base",
+            "image:podman-oci-dir",
+            "--",
+        ])
+        .args([
+            "/bin/sh",
+            "-c",
+            "echo $GREETING $(pwd) $(cat /srv/extra.txt); exec sleep 1000",
+        ])
+        .assert_success();
+    for name in ["from-image", "from-image-env"] {
+        fx.plinth().args(["start", name]).assert_success();
+    }
+    let logs = |name: &str| fx.plinth().args(["logs", name]).output().stdout;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while logs("from-image").is_empty() || logs("from-image-env").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no output from the image's containers"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        logs("from-image"),
+        "hello from the base\n",
+        "the image's Cmd"
+    );
+    assert_eq!(
+        logs("from-image-env"),
+        "hi /srv copied in\n",
+        "the image's Env and WorkingDir"
+    );
+    let ls = fx.plinth().args(["ls", "--format", "json"]).json();
+    let env = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "from-image-env")
+        .unwrap();
+    assert_eq!(
+        (env["state"].as_str(), env["base"].as_str()),
+        (Some("running"), Some("image:podman-oci-dir"))
+    );
+    let pid = env["pid"].as_i64().unwrap();
+    let lower = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.contains("containers/from-image-env/rootfs"))
+        .map(String::from)
+        .unwrap_or_default();
+    assert!(
+        lower.contains("lowerdir="),
+        "the root is an overlay: {lower}"
+    );
+    assert!(fs::metadata(format!("/proc/{pid}/root/srv/www/index.html")).is_ok());
+    // The image is in use: not removed.
+    let out = fx.plinth().args(["image", "rm", "podman-oci-dir"]).output();
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("in use by from-image, from-image-env"),
+        "{}",
+        out.stderr
+    );
+    fx.plinth()
+        .args(["rm", "--force", "from-image", "from-image-env"])
+        .assert_success();
+    fx.plinth()
+        .args(["image", "rm", "podman-oci-dir"])
+        .assert_success();
 
     // plinth's own view, through `plinth check image:NAME`: no mount is left behind.
     let report = fx

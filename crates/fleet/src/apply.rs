@@ -205,7 +205,12 @@ impl Fleet {
             let name = &rec.spec.name;
             seen.insert(name.clone());
             let owned = self.db.owner(name)?.as_deref() == Some(owner.as_str());
-            match m.containers.get(name) {
+            let want = m
+                .containers
+                .get(name)
+                .map(|w| self.resolve(w.clone()))
+                .transpose()?;
+            match want.as_ref() {
                 Some(_) if !owned => {
                     return Err(FleetError::Exists(format!(
                         "{name} (made outside {}; remove it or rename the entry)",

@@ -6,7 +6,7 @@
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use serde_json::{json, Value};
@@ -84,18 +84,38 @@ pub(crate) fn mount_root(
     spec: &ContainerSpec,
     userns: Option<&Path>,
 ) -> Result<(), FleetError> {
-    let lower = match userns {
+    // With a user namespace, each lower layer is seen through an idmapped
+    // mount of its own, stacked in the same order.
+    let lowers: Vec<PathBuf> = match userns {
         Some(ns) => {
-            let at = dir.join("lower");
-            std::fs::create_dir_all(&at).map_err(io(at.display().to_string()))?;
-            crate::userns::mount_idmapped(spec.base.lower(), ns, &at)?;
+            let mut at = Vec::new();
+            for (i, layer) in spec.base.lowers().into_iter().enumerate() {
+                let p = dir.join("lower").join(i.to_string());
+                std::fs::create_dir_all(&p).map_err(io(p.display().to_string()))?;
+                if let Err(e) = crate::userns::mount_idmapped(layer, ns, &p) {
+                    at.iter()
+                        .for_each(|p: &PathBuf| crate::userns::unmount_idmapped(p));
+                    return Err(e);
+                }
+                at.push(p);
+            }
             at
         }
-        None => spec.base.lower().to_path_buf(),
+        None => spec
+            .base
+            .lowers()
+            .into_iter()
+            .map(Path::to_path_buf)
+            .collect(),
     };
+    let lower = lowers
+        .iter()
+        .map(|p| overlay_path(p))
+        .collect::<Result<Vec<_>, _>>()?
+        .join(":");
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
-        overlay_path(&lower)?,
+        lower,
         overlay_path(&dir.join("upper"))?,
         overlay_path(&dir.join("work"))?
     );
@@ -111,7 +131,9 @@ pub(crate) fn mount_root(
         io(format!("mount overlay on {} ({opts})", target.display()))(std::io::Error::from(e))
     });
     if userns.is_some() {
-        crate::userns::unmount_idmapped(&lower);
+        lowers
+            .iter()
+            .for_each(|p| crate::userns::unmount_idmapped(p));
     }
     mounted
 }
@@ -156,6 +178,12 @@ pub(crate) fn check_command(dir: &Path, spec: &ContainerSpec) -> Result<(), Flee
 /// root mount, the bridge's veth pair, the network and user namespaces.
 pub(crate) fn release(dir: &Path) {
     unmount_root(dir);
+    // The idmapped lower layers (`lower/0`, `lower/1`... for an image).
+    if let Ok(entries) = std::fs::read_dir(dir.join("lower")) {
+        for e in entries.flatten() {
+            crate::userns::unmount_idmapped(&e.path());
+        }
+    }
     crate::userns::unmount_idmapped(&dir.join("lower"));
     let netns = dir.join("netns");
     if netns.exists() {

@@ -238,6 +238,7 @@ impl Fleet {
     /// paths become opaque, empty directories of the upper layer). It does
     /// not start it. A failure leaves nothing behind.
     pub fn create(&self, spec: ContainerSpec) -> Result<(), FleetError> {
+        let spec = self.resolve(spec)?;
         spec.validate()?;
         let dir = self.dir(&spec.name);
         if self.db.get(&spec.name)?.is_some() {
@@ -257,6 +258,62 @@ impl Fleet {
             let _ = plinth_store::remove_all(&dir);
         }
         made
+    }
+
+    /// Fills in what an image base brings: its layer directories from the
+    /// image store, and, where the spec leaves them open, the image's
+    /// command (entry point and arguments), environment, working directory
+    /// and numeric user. Other bases are returned as they are.
+    pub fn resolve(&self, mut spec: ContainerSpec) -> Result<ContainerSpec, FleetError> {
+        let Base::Image { name, layers } = &mut spec.base else {
+            return Ok(spec);
+        };
+        let image = plinth_store::Store::open(&self.state_dir)
+            .and_then(|s| s.image(name))
+            .map_err(|e| FleetError::Invalid(format!("--base image:{name}: {e}")))?;
+        *layers = image.layers.clone();
+        let config = &image.config;
+        if spec.command.is_empty() {
+            spec.command = config.command();
+            if spec.command.is_empty() {
+                return Err(FleetError::Invalid(format!(
+                    "{}: no command, and image {} has neither Entrypoint nor Cmd",
+                    spec.name, image.name
+                )));
+            }
+        }
+        // The image's environment first; what `new` sets wins.
+        let mut env = config.env.clone();
+        for e in &spec.env {
+            let key = e.split('=').next().unwrap_or_default();
+            env.retain(|x| x.split('=').next() != Some(key));
+            env.push(e.clone());
+        }
+        spec.env = env;
+        if spec.workdir == Path::new("/") && !config.working_dir.is_empty() {
+            spec.workdir = PathBuf::from(&config.working_dir);
+        }
+        if spec.user.is_none() && !config.user.is_empty() {
+            spec.user = Some(User::parse(&config.user).map_err(|_| {
+                FleetError::Invalid(format!(
+                    "image {}: user {:?} is not numeric; give --user UID[:GID]",
+                    image.name, config.user
+                ))
+            })?);
+        }
+        Ok(spec)
+    }
+
+    /// The containers whose base is image `name` (`plinth image rm`
+    /// refuses to remove an image in use).
+    pub fn image_users(&self, name: &str) -> Result<Vec<String>, FleetError> {
+        Ok(self
+            .db
+            .all()?
+            .into_iter()
+            .filter(|r| matches!(&r.spec.base, Base::Image { name: n, .. } if n == name))
+            .map(|r| r.spec.name)
+            .collect())
     }
 
     /// The live state of a recorded container: what the runtime says, or
@@ -412,11 +469,10 @@ impl Fleet {
         let dir = self.dir(name);
         let st = plinth_runtime::container::state(&self.runtime, name);
         let started = match (ok, st) {
-            (Some(true) | None, Ok(st)) if st.status != Status::Stopped => Ok(st.pid),
-            (Some(true), Ok(_)) => Err(FleetError::Runtime(format!(
-                "{name}: cannot start: its process ended at once (see {})",
-                dir.join("console.log").display()
-            ))),
+            // Started, even if its command has ended already (the supervisor
+            // then records how it ended).
+            (Some(true), Ok(st)) => Ok(st.pid),
+            (None, Ok(st)) if st.status != Status::Stopped => Ok(st.pid),
             (Some(true), Err(e)) => Err(FleetError::Runtime(format!("{name}: {e}"))),
             _ => {
                 let why = std::fs::read_to_string(dir.join("start-error.log"))

@@ -14,6 +14,15 @@ pub enum Base {
     Host,
     /// A directory holding a distribution's root.
     Dir(PathBuf),
+    /// An imported image (`plinth image import`): its layer directories,
+    /// bottom first, stacked as the overlay's lower layers (filled in by
+    /// [`crate::Fleet::create`] from the image store).
+    Image {
+        /// The image's name.
+        name: String,
+        /// Its layer directories, bottom first.
+        layers: Vec<PathBuf>,
+    },
 }
 
 impl Base {
@@ -36,21 +45,37 @@ impl Base {
             }
             return Ok(Base::Dir(path.to_path_buf()));
         }
-        if s.starts_with("image:") {
-            return Err(FleetError::Invalid(format!(
-                "--base {s}: image bases need images, which plinth does not import yet"
-            )));
+        if let Some(name) = s.strip_prefix("image:") {
+            if name.is_empty() {
+                return Err(FleetError::Invalid(format!(
+                    "--base {s}: expected image:NAME"
+                )));
+            }
+            return Ok(Base::Image {
+                name: name.to_string(),
+                layers: Vec::new(),
+            });
         }
         Err(FleetError::Invalid(format!(
             "--base {s}: expected host or dir:PATH"
         )))
     }
 
-    /// The directory used as the lower layer.
+    /// The platform root: for an image, its bottom layer (the one that
+    /// holds the base system).
     pub fn lower(&self) -> &Path {
         match self {
             Base::Host => Path::new("/"),
             Base::Dir(p) => p,
+            Base::Image { layers, .. } => layers.first().map_or(Path::new("/nonexistent"), |p| p),
+        }
+    }
+
+    /// The overlay's lower layers, top first.
+    pub fn lowers(&self) -> Vec<&Path> {
+        match self {
+            Base::Image { layers, .. } => layers.iter().rev().map(PathBuf::as_path).collect(),
+            _ => vec![self.lower()],
         }
     }
 
@@ -59,6 +84,7 @@ impl Base {
         match self {
             Base::Host => "host".into(),
             Base::Dir(p) => format!("dir:{}", p.display()),
+            Base::Image { name, .. } => format!("image:{name}"),
         }
     }
 }
@@ -266,7 +292,8 @@ impl ContainerSpec {
     /// A spec with defaults for `name`, `base` and `command`.
     pub fn new(name: &str, base: Base, command: Vec<String>) -> Result<ContainerSpec, FleetError> {
         check_name(name)?;
-        if command.is_empty() {
+        // An image's own command is the default of its containers.
+        if command.is_empty() && !matches!(base, Base::Image { .. }) {
             return Err(FleetError::Invalid(format!(
                 "{name}: no command (give it after --)"
             )));
@@ -386,7 +413,8 @@ mod tests {
         assert_eq!(Base::parse("host").unwrap(), Base::Host);
         assert!(Base::parse("dir:relative").is_err());
         assert!(Base::parse("dir:/no/such/root").is_err());
-        assert!(Base::parse("image:x").is_err());
+        assert!(matches!(Base::parse("image:x").unwrap(), Base::Image { name, .. } if name == "x"));
+        assert!(Base::parse("image:").is_err());
         assert_eq!(parse_size("64M").unwrap(), 64 << 20);
         assert!(parse_size("0").is_err() && parse_size("x").is_err());
         assert!(Bind::parse("/tmp:/mnt:ro").unwrap().readonly);

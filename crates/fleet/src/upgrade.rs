@@ -108,6 +108,10 @@ impl Fleet {
         let mut affected = Vec::new();
         let mut unaffected = Vec::new();
         for rec in self.db.all()? {
+            // An image does not change under its containers.
+            if matches!(rec.spec.base, crate::Base::Image { .. }) {
+                continue;
+            }
             let (state, pid) = self.live(&rec);
             let (Some(init), "running") = (pid, state.as_str()) else {
                 continue;
