@@ -10,7 +10,8 @@
 # service it is on a host: its fixed cost is not counted, its growth per container is.
 #
 # Usage: bench/fleet.sh [N]        (default 100)
-# Environment: PLINTH (binary), NO_BUILD=1 to skip `cargo build --release`, PEERS=0 to
+# Environment: PLINTH (binary), NO_BUILD=1 to skip `cargo build --release`, USERNS=host
+# for containers without user namespaces of their own (default: private), PEERS=0 to
 # run plinth only (for N = 1000: podman's removal alone takes half an hour here).
 # Results: bench/out/fleet-<date>/summary.md, printed at the end.
 set -euo pipefail
@@ -59,6 +60,7 @@ cat >"$WORK/fleet.toml" <<TOML
 [defaults]
 base = "host"
 network = "none"
+userns = "${USERNS:-private}"
 
 [[container]]
 name = "idle-{n}"
