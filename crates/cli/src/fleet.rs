@@ -368,6 +368,12 @@ pub fn upgrade(
                 a.changed.len(),
                 a.changed.join(" ")
             );
+            if !a.packages_changed.is_empty() {
+                println!(
+                    "  packages changed since it started: {}",
+                    a.packages_changed.join(", ")
+                );
+            }
             for c in &a.check_failures {
                 println!("  check fails on the new platform: {c}");
             }

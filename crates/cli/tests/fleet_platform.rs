@@ -357,6 +357,15 @@ fn a_debian_platform_apply_a_killed_supervisor_and_an_upgrade() {
         "exactly the containers that map the library"
     );
     assert_eq!(names_of("restarted"), perl);
+    // The package state recorded when they started names what changed.
+    let version = |v: &str| format!("libcrypt1 {v} → {v}+plinth1");
+    for a in report["affected"].as_array().unwrap() {
+        let changed = a["packages_changed"].as_array().unwrap();
+        assert_eq!(changed.len(), 1, "{a}");
+        let text = changed[0].as_str().unwrap();
+        let old = text.split(' ').nth(1).unwrap();
+        assert_eq!(text, version(old), "{a}");
+    }
     let shadowed: Vec<String> = report["unaffected"]
         .as_array()
         .unwrap()

@@ -48,6 +48,10 @@ pub(crate) const SCHEMA: &str = "
         name TEXT PRIMARY KEY,
         address INTEGER NOT NULL UNIQUE
     );
+    CREATE TABLE IF NOT EXISTS platform_states (
+        key TEXT PRIMARY KEY,
+        packages TEXT NOT NULL
+    );
     CREATE TABLE IF NOT EXISTS id_ranges (
         name TEXT PRIMARY KEY,
         host_id INTEGER NOT NULL UNIQUE,
@@ -94,6 +98,7 @@ impl Db {
             ("health", "health TEXT"),
             ("op_pid", "op_pid INTEGER"),
             ("op_start", "op_start INTEGER"),
+            ("platform_state", "platform_state TEXT"),
         ] {
             let has: bool = conn
                 .prepare("SELECT 1 FROM pragma_table_info('containers') WHERE name = ?1")
@@ -264,6 +269,41 @@ impl Db {
             "UPDATE containers SET op_pid = ?2, op_start = ?3 WHERE name = ?1",
             params![name, op.map(|o| o.0), op.map(|o| o.1 as i64)],
         )
+    }
+
+    /// Records that `name` started on the platform package state `key`.
+    pub fn set_platform_state(
+        &self,
+        name: &str,
+        key: &str,
+        packages: &crate::packages::Packages,
+    ) -> Result<(), FleetError> {
+        let text = serde_json::to_string(packages).expect("packages serialize");
+        self.exec(
+            "INSERT OR IGNORE INTO platform_states (key, packages) VALUES (?1, ?2)",
+            params![key, text],
+        )?;
+        self.exec(
+            "UPDATE containers SET platform_state = ?2 WHERE name = ?1",
+            params![name, key],
+        )
+    }
+
+    /// The platform package state `name` last started on.
+    pub fn platform_state(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::packages::Packages>, FleetError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT p.packages FROM containers c JOIN platform_states p ON p.key = c.platform_state WHERE c.name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| FleetError::Db(e.to_string()))?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 
     fn exec(&self, sql: &str, p: impl rusqlite::Params) -> Result<(), FleetError> {

@@ -41,6 +41,7 @@ mod logs;
 mod namespaces;
 mod netlink;
 mod netns;
+mod packages;
 mod spec;
 mod storage;
 mod sys;
@@ -156,6 +157,7 @@ pub struct Fleet {
     db: db::Db,
     daemon: Option<Client>,
     bridge: BridgeConfig,
+    packages: packages::Cache,
 }
 
 impl Fleet {
@@ -178,6 +180,7 @@ impl Fleet {
             db,
             daemon: None,
             bridge: BridgeConfig::default(),
+            packages: packages::Cache::default(),
         })
     }
 
@@ -492,6 +495,14 @@ impl Fleet {
                 )?;
                 self.db.set_op(name, None)?;
                 self.db.set_health(name, None)?;
+                // The platform's packages as this container starts on them
+                // (`upgrade` names what changed since).
+                let rec = self.record(name)?;
+                if !matches!(rec.spec.base, Base::Image { .. }) {
+                    if let Some((key, packages)) = self.packages.state(rec.spec.base.lower()) {
+                        self.db.set_platform_state(name, &key, &packages)?;
+                    }
+                }
                 Ok(pid)
             }
             Err(e) => {

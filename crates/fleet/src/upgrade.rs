@@ -33,6 +33,9 @@ pub struct Affected {
     /// Files of its upper layer that `plinth check` fails on the new
     /// platform, with the first problem of each.
     pub check_failures: Vec<String>,
+    /// The platform's packages that changed since it started
+    /// (`name OLD → NEW`), from dpkg's database.
+    pub packages_changed: Vec<String>,
 }
 
 /// What `upgrade` did.
@@ -127,6 +130,11 @@ impl Fleet {
             let pids = plinth_runtime::container::ps(&self.runtime, &name)
                 .map(|p| p.into_iter().map(|p| p.as_raw()).collect())
                 .unwrap_or_else(|_| vec![init]);
+            if let (Ok(Some(then)), Some((_, now))) =
+                (self.db.platform_state(&name), self.packages.state(&lower))
+            {
+                a.packages_changed = crate::packages::diff(&then, &now);
+            }
             let since = started_epoch(init);
             let mut changed = BTreeSet::new();
             for pid in pids {
