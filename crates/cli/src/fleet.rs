@@ -77,8 +77,7 @@ fn attach(g: &GlobalArgs, mut fleet: Fleet) -> Result<Fleet> {
     };
     // One socket, one data directory: a supervisor of another one would
     // act on other containers.
-    let info = client.call("GET", "/v1/daemon", None)?;
-    let theirs = info["data_dir"].as_str().map(PathBuf::from);
+    let theirs = client.info()["data_dir"].as_str().map(PathBuf::from);
     let ours = state_dir(g);
     let same =
         |p: &std::path::Path| std::fs::canonicalize(p).ok() == std::fs::canonicalize(&ours).ok();
@@ -158,8 +157,7 @@ pub fn daemon(g: &GlobalArgs, a: &DaemonArgs) -> Result<i32> {
             println!("no supervisor answers on {}", socket(g).display());
             return Ok(0);
         };
-        let info = client.call("GET", "/v1/daemon", None)?;
-        let pid = info["pid"]
+        let pid = client.info()["pid"]
             .as_i64()
             .context("the supervisor did not say its pid")? as i32;
         let pid = nix::unistd::Pid::from_raw(pid);

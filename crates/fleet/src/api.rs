@@ -122,20 +122,29 @@ pub(crate) fn response(status: u16, body: &Value) -> Vec<u8> {
 #[derive(Clone, Debug)]
 pub struct Client {
     socket: PathBuf,
+    info: Value,
 }
 
 impl Client {
     /// The supervisor listening on `socket`, if one answers.
     pub fn connect(socket: &Path) -> Option<Client> {
-        let c = Client {
+        let mut c = Client {
             socket: socket.to_path_buf(),
+            info: Value::Null,
         };
-        c.call("GET", "/v1/daemon", None).ok().map(|_| c)
+        c.info = c.call("GET", "/v1/daemon", None).ok()?;
+        Some(c)
     }
 
     /// The socket it talks to.
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// What the supervisor said of itself when it answered
+    /// (`GET /v1/daemon`: `pid`, `data_dir`, ...).
+    pub fn info(&self) -> &Value {
+        &self.info
     }
 
     /// One request; the answer's JSON body, or the error it carries.

@@ -316,8 +316,7 @@ impl Supervisor {
             for e in dir.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
                 if !known.contains(&name) {
-                    crate::bundle::release(&e.path());
-                    let _ = plinth_runtime::container::delete(&self.fleet.runtime, &name, true);
+                    let _ = self.fleet.clear_run(&name);
                     if !mounted_below(&e.path()) {
                         let _ = std::fs::remove_dir_all(e.path());
                     }
@@ -365,8 +364,7 @@ impl Supervisor {
             if ended_unwatched {
                 let _ = self.fleet.complete_exit(&name, code, false);
             } else {
-                let _ = plinth_runtime::container::delete(&self.fleet.runtime, &name, true);
-                crate::bundle::release(&self.fleet.dir(&name));
+                let _ = self.fleet.clear_run(&name);
             }
             if rec.desired == "running" && wants_restart(rec.spec.restart, code) {
                 self.queue_start(&name);
@@ -892,8 +890,7 @@ impl Supervisor {
                 } else {
                     // Nothing runs (a restart may have been due): only what
                     // an ended run left goes, and it is stopped now.
-                    let _ = plinth_runtime::container::delete(&self.fleet.runtime, name, true);
-                    crate::bundle::release(&self.fleet.dir(name));
+                    let _ = self.fleet.clear_run(name);
                     self.fleet
                         .db
                         .set_state(name, "stopped", None, None)
@@ -949,13 +946,8 @@ impl Supervisor {
     }
 
     fn notify_removed(&mut self, name: &str, r: Result<(), FleetError>) {
-        let r = r.map(|()| 0).map_err(|e| e.to_string());
-        let waiters = std::mem::take(&mut self.unit(name).waiters);
+        self.notify(name, &r.map(|()| 0).map_err(|e| e.to_string()));
         self.units.remove(name);
-        for job in waiters {
-            let r = r.clone().map_err(FleetError::Runtime);
-            self.done(job, name, r);
-        }
     }
 
     // ---- health --------------------------------------------------------

@@ -432,9 +432,8 @@ impl Fleet {
             });
         }
         // Leftovers of a container that ended without `stop`.
-        let _ = plinth_runtime::container::delete(&self.runtime, name, true);
+        let _ = self.clear_run(name);
         let dir = self.dir(name);
-        bundle::release(&dir);
         let spawned = self.make_namespaces(&rec.spec, &dir).and_then(|ns| {
             bundle::mount_root(&dir, &rec.spec, ns.user_path())?;
             bundle::check_command(&dir, &rec.spec)?;
@@ -457,11 +456,18 @@ impl Fleet {
         }
     }
 
+    /// Takes away what a run of `name` put on the host: its runtime state
+    /// (and cgroup), root mount and namespaces. The runtime's answer is
+    /// returned for callers that report it.
+    pub(crate) fn clear_run(&self, name: &str) -> Result<(), plinth_runtime::Error> {
+        let deleted = plinth_runtime::container::delete(&self.runtime, name, true);
+        bundle::release(&self.dir(name));
+        deleted
+    }
+
     /// A start that failed leaves no runtime state, mount or namespace.
     fn undo_start(&self, name: &str) {
-        let dir = self.dir(name);
-        let _ = plinth_runtime::container::delete(&self.runtime, name, true);
-        bundle::release(&dir);
+        let _ = self.clear_run(name);
         let _ = self.db.set_state(name, "failed", None, None);
         let _ = self.db.set_op(name, None);
     }
@@ -521,8 +527,7 @@ impl Fleet {
         code: Option<i32>,
         asked: bool,
     ) -> Result<(), FleetError> {
-        let deleted = plinth_runtime::container::delete(&self.runtime, name, true);
-        bundle::release(&self.dir(name));
+        let deleted = self.clear_run(name);
         let state = if asked || code == Some(0) {
             "stopped"
         } else {
@@ -582,9 +587,8 @@ impl Fleet {
     /// Removes the files and record of a container that does not run.
     pub(crate) fn remove_stopped(&self, name: &str) -> Result<(), FleetError> {
         self.record(name)?;
-        let _ = plinth_runtime::container::delete(&self.runtime, name, true);
+        let _ = self.clear_run(name);
         let dir = self.dir(name);
-        bundle::release(&dir);
         // Subvolumes (the upper layer, read-only snapshots) go whole.
         plinth_store::remove_all(&dir)?;
         self.free_ids(name)?;

@@ -364,14 +364,7 @@ impl ContainerSpec {
 
 /// Names are used as directory names and container ids.
 fn check_name(name: &str) -> Result<(), FleetError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        && !name.starts_with('.')
-        && !name.starts_with('-');
-    if ok {
+    if plinth_store::is_plain_name(name) {
         Ok(())
     } else {
         Err(FleetError::Invalid(format!(

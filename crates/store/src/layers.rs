@@ -115,17 +115,22 @@ pub struct SendReport {
     pub payload_bytes: u64,
 }
 
-/// Checks a snapshot name: 1 to 64 letters, digits, `-`, `_` or `.`, not
+/// Whether `name` can name a container or a snapshot, which become
+/// directory names and ids: 1 to 64 letters, digits, `-`, `_` or `.`, not
 /// starting with `.` or `-`.
-pub fn check_snapshot_name(name: &str) -> Result<(), StoreError> {
-    let ok = !name.is_empty()
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 64
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         && !name.starts_with('.')
-        && !name.starts_with('-');
-    if ok {
+        && !name.starts_with('-')
+}
+
+/// Checks a snapshot name ([`is_plain_name`]).
+pub fn check_snapshot_name(name: &str) -> Result<(), StoreError> {
+    if is_plain_name(name) {
         Ok(())
     } else {
         Err(StoreError::Invalid(format!(
