@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::{require_root, require_tool, TestDir};
 use serde_json::Value;
 
-use common::fleet::plinth;
+use common::fleet::{plinth, FleetGuard};
 
 /// The same command as a plain `std::process::Command`, for processes the test keeps
 /// running (a supervisor, `logs -f`).
@@ -64,29 +64,6 @@ fn alive(pid: i32) -> bool {
             .contains(") Z ")
 }
 
-/// Removes the test's containers and stops its supervisor, even when the test fails.
-struct Guard<'a>(&'a TestDir);
-
-impl Drop for Guard<'_> {
-    fn drop(&mut self) {
-        let names: Vec<String> = plinth(self.0)
-            .args(["ls", "--format", "json"])
-            .output()
-            .stdout
-            .parse::<Value>()
-            .ok()
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|c| c["name"].as_str().map(String::from))
-            .collect();
-        if !names.is_empty() {
-            let _ = plinth(self.0).args(["rm", "--force"]).args(&names).output();
-        }
-        let _ = plinth(self.0).args(["daemon", "--stop"]).output();
-    }
-}
-
 fn new(td: &TestDir, name: &str, opts: &[&str], command: &[&str]) {
     plinth(td)
         .args(["new", name, "--base", "host"])
@@ -102,7 +79,7 @@ fn the_supervisor_is_the_subreaper_and_applies_restart_policies() {
         return;
     }
     let td = TestDir::new("daemon-policy");
-    let _g = Guard(&td);
+    let _g = FleetGuard(&td, vec![]);
     let sleep = ["/bin/busybox", "sleep", "1000"];
     new(&td, "always", &["--restart", "always"], &sleep);
     new(
@@ -204,7 +181,7 @@ fn a_killed_supervisor_loses_no_container() {
         return;
     }
     let td = TestDir::new("daemon-kill");
-    let _g = Guard(&td);
+    let _g = FleetGuard(&td, vec![]);
     for name in ["keeps", "dies"] {
         new(
             &td,
@@ -294,7 +271,7 @@ fn logs_rotate_without_losing_lines_and_follow() {
         return;
     }
     let td = TestDir::new("daemon-logs");
-    let _g = Guard(&td);
+    let _g = FleetGuard(&td, vec![]);
     // A supervisor with a small rotation size, started by hand.
     let mut daemon = plinth_std(&td)
         .args(["daemon", "--log-max-size", "16k", "--log-keep", "2"])
@@ -385,7 +362,7 @@ fn health_checks_exec_and_shell() {
         return;
     }
     let td = TestDir::new("daemon-health");
-    let _g = Guard(&td);
+    let _g = FleetGuard(&td, vec![]);
     new(
         &td,
         "checked",
@@ -453,7 +430,7 @@ fn a_client_that_hangs_up_leaves_its_batch_done_and_the_supervisor_idle() {
     }
     use std::io::Write;
     let td = TestDir::new("daemon-hangup");
-    let _g = Guard(&td);
+    let _g = FleetGuard(&td, vec![]);
     // busybox sleep as a container's PID 1 ignores SIGTERM: a stop takes its whole grace.
     new(&td, "stubborn", &[], &["/bin/busybox", "sleep", "1000"]);
     plinth(&td).args(["start", "stubborn"]).assert_success();
@@ -505,7 +482,7 @@ fn one_socket_serves_one_data_directory() {
         return;
     }
     let td = TestDir::new("daemon-two-dirs");
-    let _g = Guard(&td);
+    let _g = FleetGuard(&td, vec![]);
     new(&td, "here", &[], &["/bin/busybox", "sleep", "1000"]);
     plinth(&td).args(["start", "here"]).assert_success();
     // Another data directory behind the same --root: refused, not served by the

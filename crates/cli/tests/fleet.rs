@@ -8,61 +8,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::fleet::{container_dir, entry, get_in_netns, ls, plinth, FleetGuard};
 use common::{require, require_root, TestDir};
-use serde_json::Value;
-
-/// `plinth --root ROOT` with the fleet's records in the test dir (searchable by the
-/// containers' own root users).
-fn plinth(td: &TestDir) -> common::TestCommand {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(td.path(), fs::Permissions::from_mode(0o711)).unwrap();
-    let mut cmd = td.plinth();
-    cmd.env("PLINTH_STATE_DIR", td.path().join("state"));
-    cmd
-}
-
-fn ls(td: &TestDir) -> Vec<Value> {
-    let v = plinth(td).args(["ls", "--format", "json"]).json();
-    v.as_array().unwrap().clone()
-}
-
-fn entry(td: &TestDir, name: &str) -> Value {
-    ls(td)
-        .into_iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not listed"))
-}
-
-fn container_dir(td: &TestDir, name: &str) -> PathBuf {
-    td.path().join("state/containers").join(name)
-}
 
 fn mounted(path: &Path) -> bool {
     let p = path.to_string_lossy().to_string();
     common::mountinfo().iter().any(|m| m.mount_point == p)
-}
-
-/// Removes every container of the test's fleet, even when the test fails.
-struct FleetGuard<'a>(&'a TestDir);
-
-impl Drop for FleetGuard<'_> {
-    fn drop(&mut self) {
-        let names: Vec<String> = plinth(self.0)
-            .args(["ls", "--format", "json"])
-            .output()
-            .stdout
-            .parse::<Value>()
-            .ok()
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|c| c["name"].as_str().map(String::from))
-            .collect();
-        for n in names {
-            let _ = plinth(self.0).args(["rm", "--force", &n]).output();
-        }
-        let _ = plinth(self.0).args(["daemon", "--stop"]).output();
-    }
 }
 
 #[test]
@@ -71,7 +22,7 @@ fn a_host_container_from_new_to_rm() {
         return;
     }
     let td = TestDir::new("fleet-host");
-    let _g = FleetGuard(&td);
+    let _g = FleetGuard(&td, vec![]);
     plinth(&td)
         .args([
             "new", "web", "--base", "host", "--memory", "64M", "--pids", "64", "--",
@@ -157,7 +108,7 @@ fn a_debian_root_as_the_platform() {
         return;
     };
     let td = TestDir::new("fleet-dir");
-    let _g = FleetGuard(&td);
+    let _g = FleetGuard(&td, vec![]);
     plinth(&td)
         .args(["new", "deb", "--network", "host", "--hide", "/srv"])
         .arg(format!("--base=dir:{}", base.display()))
@@ -181,7 +132,7 @@ fn bad_input_makes_nothing() {
         return;
     }
     let td = TestDir::new("fleet-bad");
-    let _g = FleetGuard(&td);
+    let _g = FleetGuard(&td, vec![]);
     for (args, msg) in [
         (vec!["new", "../x", "--", "/bin/true"], "a name is"),
         (
@@ -229,36 +180,6 @@ fn bad_input_makes_nothing() {
     plinth(&td).args(["rm", "x"]).assert_success();
 }
 
-/// GET / on 127.0.0.1:8080 inside the network namespace of `pid`, from a thread that
-/// joins it (the test process keeps the host's).
-fn get_in_netns(pid: i64) -> String {
-    std::thread::spawn(move || {
-        let ns = fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            match std::net::TcpStream::connect("127.0.0.1:8080") {
-                Ok(mut s) => {
-                    use std::io::{Read, Write};
-                    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-                    let mut body = String::new();
-                    s.read_to_string(&mut body).unwrap();
-                    return body
-                        .rsplit("\r\n\r\n")
-                        .next()
-                        .unwrap_or("")
-                        .trim()
-                        .to_string();
-                }
-                Err(e) if std::time::Instant::now() > deadline => panic!("pid {pid}: {e}"),
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    })
-    .join()
-    .unwrap()
-}
-
 const SERVER: &str = r#"command = ["/bin/busybox", "sh", "-c", "mkdir -p /tmp/www && /bin/busybox hostname > /tmp/www/index.html && exec /bin/busybox httpd -f -p 127.0.0.1:8080 -h /tmp/www"]"#;
 
 #[test]
@@ -267,7 +188,7 @@ fn apply_converges_and_every_container_answers_in_its_own_network() {
         return;
     }
     let td = TestDir::new("fleet-apply");
-    let _g = FleetGuard(&td);
+    let _g = FleetGuard(&td, vec![]);
     let manifest = td.path().join("web.toml");
     let write = |count: u32, extra: &str| {
         fs::write(
@@ -314,7 +235,7 @@ fn apply_converges_and_every_container_answers_in_its_own_network() {
     // Each answers on its own loopback with its own name; none shares a namespace.
     let mut nets = std::collections::HashSet::new();
     for (name, pid) in &pids {
-        assert_eq!(&get_in_netns(*pid), name);
+        assert_eq!(&get_in_netns(*pid, "/"), name);
         assert!(nets.insert(fs::read_link(format!("/proc/{pid}/ns/net")).unwrap()));
     }
 
@@ -432,7 +353,7 @@ fn upgrade_restarts_exactly_the_containers_that_map_a_changed_file() {
     }
     use std::os::unix::fs::MetadataExt;
     let td = TestDir::new("fleet-upgrade");
-    let _g = FleetGuard(&td);
+    let _g = FleetGuard(&td, vec![]);
     let platform = small_platform(&td);
     let base = format!("--base=dir:{}", platform.display());
     let libc = "/lib/x86_64-linux-gnu/libc.so.6";

@@ -21,7 +21,7 @@ use serde_json::Value;
 const LIB: &str = "usr/lib/x86_64-linux-gnu/libcrypt.so.1.1.0";
 const PREFIX: &str = "plat-";
 
-use common::fleet::plinth;
+use common::fleet::{get_in_netns, plinth};
 
 fn ls(td: &TestDir) -> BTreeMap<String, Value> {
     let v = plinth(td).args(["ls", "--format", "json"]).json();
@@ -69,36 +69,6 @@ impl Drop for FleetGuard<'_> {
         let _ = plinth(self.0).arg("apply").arg(&manifest).output();
         let _ = plinth(self.0).args(["daemon", "--stop"]).output();
     }
-}
-
-/// GET /cgi-bin/name on 127.0.0.1:8080 in the network namespace of `pid`.
-fn get_in_netns(pid: i64) -> String {
-    std::thread::spawn(move || {
-        let ns = fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match std::net::TcpStream::connect("127.0.0.1:8080") {
-                Ok(mut s) => {
-                    use std::io::{Read, Write};
-                    s.write_all(b"GET /cgi-bin/name HTTP/1.0\r\n\r\n").unwrap();
-                    let mut body = String::new();
-                    let _ = s.read_to_string(&mut body);
-                    // The name is the answer's last line (after HTTP and CGI headers).
-                    let text = body.trim_end().lines().last().unwrap_or("").trim();
-                    let text = if text.starts_with("HTTP/") { "" } else { text };
-                    if !text.is_empty() || Instant::now() > deadline {
-                        return text.to_string();
-                    }
-                }
-                Err(e) if Instant::now() > deadline => panic!("pid {pid}: {e}"),
-                Err(_) => {}
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    })
-    .join()
-    .unwrap()
 }
 
 /// Inodes of the files a process maps, by path.
@@ -289,7 +259,11 @@ fn a_debian_platform_apply_a_killed_supervisor_and_an_upgrade() {
     let before = pids(&td);
     assert_eq!(before.len(), 100);
     for (name, pid) in &before {
-        assert_eq!(&get_in_netns(*pid), name, "{name} answers with its name");
+        assert_eq!(
+            &get_in_netns(*pid, "/cgi-bin/name"),
+            name,
+            "{name} answers with its name"
+        );
     }
     let again = plinth(&td).arg("apply").arg(&manifest).assert_success();
     assert!(
@@ -392,7 +366,7 @@ fn a_debian_platform_apply_a_killed_supervisor_and_an_upgrade() {
                 "{name} maps the new file"
             );
         }
-        assert_eq!(&get_in_netns(*pid), name);
+        assert_eq!(&get_in_netns(*pid, "/cgi-bin/name"), name);
     }
 
     // The manifest, emptied, removes everything it made, and leaves nothing behind.

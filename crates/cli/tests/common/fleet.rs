@@ -1,6 +1,7 @@
 //! Driving fleet containers from a test: `plinth` with the fleet's records in the test's
 //! directory, `ls --format json` entries, a guard that removes every container of the
-//! test's fleet (and stops its supervisor), waiting for a file a container writes, and a plain HTTP GET over TCP.
+//! test's fleet (and stops its supervisor), a GET inside a container's network
+//! namespace, waiting for a file a container writes, and a plain HTTP GET over TCP.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -112,4 +113,35 @@ pub fn http_get(addr: &str, path: &str) -> (String, String) {
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
+}
+
+/// `GET path` on 127.0.0.1:8080 inside the network namespace of `pid`, from a thread
+/// that joins it (the test process keeps the host's), retried until something answers
+/// (20 s): the answer's last line, after the HTTP (and CGI) headers.
+pub fn get_in_netns(pid: i64, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.0\r\n\r\n");
+    std::thread::spawn(move || {
+        let ns = fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match std::net::TcpStream::connect("127.0.0.1:8080") {
+                Ok(mut s) => {
+                    s.write_all(request.as_bytes()).unwrap();
+                    let mut body = String::new();
+                    let _ = s.read_to_string(&mut body);
+                    let text = body.trim_end().lines().last().unwrap_or("").trim();
+                    let text = if text.starts_with("HTTP/") { "" } else { text };
+                    if !text.is_empty() || Instant::now() > deadline {
+                        return text.to_string();
+                    }
+                }
+                Err(e) if Instant::now() > deadline => panic!("pid {pid}: {e}"),
+                Err(_) => {}
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .join()
+    .unwrap()
 }
