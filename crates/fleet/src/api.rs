@@ -136,11 +136,6 @@ impl Client {
         Some(c)
     }
 
-    /// The socket it talks to.
-    pub fn socket(&self) -> &Path {
-        &self.socket
-    }
-
     /// What the supervisor said of itself when it answered
     /// (`GET /v1/daemon`: `pid`, `data_dir`, ...).
     pub fn info(&self) -> &Value {

@@ -217,11 +217,6 @@ impl Fleet {
         Ok(self.dir(name).join("console.log"))
     }
 
-    /// The OCI runtime root that holds the running containers.
-    pub fn runtime_root(&self) -> &Path {
-        self.runtime.path()
-    }
-
     fn dir(&self, name: &str) -> PathBuf {
         self.state_dir.join("containers").join(name)
     }
