@@ -44,6 +44,7 @@ mod testkit;
 
 use std::collections::BTreeSet;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -274,6 +275,44 @@ pub(crate) enum Target<'a> {
     V2(&'a Path),
 }
 
+/// Descriptors through which a new process joins a container's cgroup
+/// itself; see [`Cgroup::join_handles`].
+#[derive(Debug, Default)]
+pub(crate) struct JoinHandles {
+    /// The cgroup2 directory and its path.
+    pub unified: Option<(PathBuf, OwnedFd)>,
+    /// Each v1 directory's `tasks` file and its path.
+    pub v1_tasks: Vec<(PathBuf, OwnedFd)>,
+}
+
+impl JoinHandles {
+    /// Moves the calling thread into every v1 directory by writing `0`
+    /// to `tasks`. For a process with one thread this is the whole
+    /// process, and the kernel then skips the global threadgroup lock
+    /// that any other move takes: writing a pid to `cgroup.procs` waits
+    /// for an RCU grace period (10 to 20 ms) on the first move of a
+    /// burst. The files were opened by the runtime, and the kernel checks
+    /// the opener's credentials, so this works from inside a new user
+    /// namespace too.
+    pub(crate) fn join_v1(&self) -> Result<(), CgroupError> {
+        for (path, fd) in &self.v1_tasks {
+            let n = nix::unistd::write(fd, b"0").map_err(|e| CgroupError::Write {
+                path: path.clone(),
+                value: "0".into(),
+                source: io::Error::from(e),
+            })?;
+            if n != 1 {
+                return Err(CgroupError::Write {
+                    path: path.clone(),
+                    value: "0".into(),
+                    source: io::Error::from(io::ErrorKind::WriteZero),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Cgroup {
     /// Resolves the container's cgroup on this host. `None` means
     /// `/plinth/<id>`; an absolute path is taken from each hierarchy's
@@ -430,6 +469,45 @@ impl Cgroup {
             files::write(&d.path, "cgroup.procs", &pid.as_raw().to_string())?;
         }
         Ok(())
+    }
+
+    /// Opens what a new process needs to join the container's cgroup
+    /// without the runtime moving it: the cgroup2 directory, to fork it
+    /// straight in (`clone3` with `CLONE_INTO_CGROUP`), and the `tasks`
+    /// file of every v1 directory, open for writing, so that the process
+    /// moves itself (see [`JoinHandles::join_v1`]).
+    pub(crate) fn join_handles(&self) -> Result<JoinHandles, CgroupError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let open = |path: PathBuf, dir: bool| {
+            let mut o = std::fs::OpenOptions::new();
+            if dir {
+                o.read(true).custom_flags(libc::O_DIRECTORY);
+            } else {
+                o.write(true);
+            }
+            match o.open(&path) {
+                Ok(f) => Ok((path, OwnedFd::from(f))),
+                Err(source) => Err(CgroupError::Io { path, source }),
+            }
+        };
+        let mut handles = JoinHandles::default();
+        for d in &self.dirs {
+            if d.unified {
+                handles.unified = Some(open(d.path.clone(), true)?);
+            } else {
+                handles.v1_tasks.push(open(d.path.join("tasks"), false)?);
+            }
+        }
+        Ok(handles)
+    }
+
+    /// Moves process `pid` into the container's cgroup2 directory only
+    /// (for a process that could not be forked into it).
+    pub(crate) fn add_task_unified(&self, pid: Pid) -> Result<(), CgroupError> {
+        match self.unified_path() {
+            Some(d) => files::write(d, "cgroup.procs", &pid.as_raw().to_string()),
+            None => Ok(()),
+        }
     }
 
     /// Writes the files for `resources`, and only those. Works on a cgroup

@@ -549,3 +549,41 @@ fn destroy_of_a_cgroup_never_created_is_fine() {
     cg.destroy().unwrap();
     assert!(cg.stats().is_err());
 }
+
+#[test]
+fn a_forked_child_joins_every_v1_hierarchy_by_itself() {
+    let test = "a_forked_child_joins_every_v1_hierarchy_by_itself";
+    let Some(layout) = v1_host(test, &["memory", "pids"]) else {
+        return;
+    };
+    let cg = open(&layout, "self-join");
+    cg.create().unwrap();
+    let handles = cg.join_handles().unwrap();
+    assert_eq!(handles.v1_tasks.len(), layout.hierarchies().len());
+    // One pipe each way: the child reports, then waits until its cgroups
+    // have been read.
+    let (report_r, report_w) = nix::unistd::pipe().unwrap();
+    let (done_r, done_w) = nix::unistd::pipe().unwrap();
+    let child = match crate::sys::fork().unwrap() {
+        nix::unistd::ForkResult::Child => {
+            drop((report_r, done_w));
+            let ok = handles.join_v1().is_ok();
+            let _ = nix::unistd::write(&report_w, if ok { b"y" } else { b"n" });
+            let _ = nix::unistd::read(&done_r, &mut [0u8; 1]);
+            crate::sys::exit_now(0)
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    drop((report_w, done_r));
+    let mut got = [0u8; 1];
+    nix::unistd::read(&report_r, &mut got).unwrap();
+    let own = std::fs::read_to_string(format!("/proc/{child}/cgroup")).unwrap();
+    drop(done_w);
+    nix::sys::wait::waitpid(child, None).unwrap();
+    assert_eq!(&got, b"y", "join_v1 failed in the child");
+    let name = cg.cgroup_path().to_string_lossy().into_owned();
+    for line in own.lines().filter(|l| !l.starts_with("0::")) {
+        assert!(line.ends_with(&name), "{line} (want {name}) in:\n{own}");
+    }
+    cg.destroy().unwrap();
+}

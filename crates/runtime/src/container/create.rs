@@ -314,19 +314,6 @@ fn create_inner(
             && !join.iter().any(|j| j.kind == CloneFlags::CLONE_NEWPID),
         spec: Some(spec.clone()),
     };
-    // On a pure v2 host the init is forked straight into its cgroup.
-    let cgroup_dir = if cgroup.is_pure_v2() {
-        cgroup.unified_path().and_then(|p| {
-            open(
-                p,
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .ok()
-        })
-    } else {
-        None
-    };
     let hook_state = st.oci_state();
     let terminal = process.terminal().unwrap_or(false);
     let listener_path: Option<PathBuf> = seccomp
@@ -354,7 +341,6 @@ fn create_inner(
         no_new_keyring: opts.no_new_keyring,
         terminal,
         in_userns,
-        cgroup_dir: cgroup_dir.as_ref(),
     };
     let mut parent = Parent {
         cgroup: Some(&cgroup),

@@ -117,7 +117,6 @@ pub fn exec(
         no_new_keyring: true,
         terminal,
         in_userns,
-        cgroup_dir: None,
     };
     let oci = st.oci_state();
     let mut parent = Parent {

@@ -50,17 +50,41 @@ pub(super) fn spawn(
     until_ready: bool,
 ) -> Result<Spawned, Error> {
     let (ours, theirs) = channel::pair().map_err(|e| Error::sys("socketpair", e))?;
-    let stage1 = match sys::fork().map_err(|e| Error::sys("fork", e))? {
+    // The first child joins the cgroup without being moved: forked straight
+    // into the cgroup2 directory, it moves itself into the v1 ones (see
+    // `JoinHandles::join_v1`). Everything it forks inherits the cgroup.
+    let join = parent.cgroup.map(Cgroup::join_handles).transpose()?;
+    let unified = join.as_ref().and_then(|j| j.unified.as_ref());
+    let mut in_unified = false;
+    let forked = match unified {
+        Some((_, dir)) => match sys::fork_into_cgroup(dir.as_fd()) {
+            Ok(r) => {
+                in_unified = true;
+                Ok(r)
+            }
+            // Kernels before 5.7, or a cgroup2 directory that does not
+            // take processes this way: the runtime moves the child below.
+            Err(_) => sys::fork(),
+        },
+        None => sys::fork(),
+    };
+    let stage1 = match forked.map_err(|e| Error::sys("fork", e))? {
         ForkResult::Child => {
             drop(ours);
-            init::stage1(args, theirs)
+            init::stage1(args, theirs, join.as_ref())
         }
         ForkResult::Parent { child } => child,
     };
+    let move_unified = unified.is_some() && !in_unified;
     drop(theirs);
     drop(args);
+    drop(join);
     let mut pid = None;
-    let result = serve(&ours, parent, stage1, &mut pid, until_ready);
+    let result = match (parent.cgroup, move_unified) {
+        (Some(cg), true) => cg.add_task_unified(stage1).map_err(Error::from),
+        _ => Ok(()),
+    }
+    .and_then(|()| serve(&ours, parent, stage1, &mut pid, until_ready));
     match result {
         Ok(console) => Ok(Spawned {
             pid: pid.expect("serve returns Ok only with a pid"),
@@ -85,15 +109,6 @@ fn serve(
     until_ready: bool,
 ) -> Result<Option<OwnedFd>, Error> {
     let proto = |e| Error::sys("init channel", e);
-    // For exec, the first child joins the cgroup before it forks. For a new
-    // container the init itself is moved in, while it already builds its
-    // root filesystem: on cgroup v1 the first move waits for an RCU grace
-    // period, and the init has better things to do than wait with us.
-    if !until_ready {
-        if let Some(cg) = parent.cgroup {
-            cg.add_task(stage1)?;
-        }
-    }
     ch.send(&Message::Continue, None).map_err(proto)?;
     let mut console = None;
     loop {
@@ -114,8 +129,7 @@ fn serve(
                 write_id_maps(stage1, parent.uid_mappings, parent.gid_mappings)?;
                 ch.send(&Message::Continue, None).map_err(proto)?;
             }
-            Message::Pid(p) | Message::PidInCgroup(p) => {
-                let placed = matches!(msg, Message::PidInCgroup(_));
+            Message::Pid(p) => {
                 let p = Pid::from_raw(p);
                 *pid = Some(p);
                 let _ = waitpid(stage1, None);
@@ -132,9 +146,6 @@ fn serve(
                 }
                 ch.send(&Message::Pid(p.as_raw()), None).map_err(proto)?;
                 if until_ready {
-                    if let (Some(cg), false) = (parent.cgroup, placed) {
-                        cg.add_task(p)?;
-                    }
                     ch.send(&Message::Continue, None).map_err(proto)?;
                 }
                 parent.hook_state["pid"] = p.as_raw().into();

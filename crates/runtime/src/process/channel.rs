@@ -27,9 +27,6 @@ pub(crate) enum Message {
     /// init → runtime: the pid of the container's process (in the
     /// runtime's pid namespace).
     Pid(i32),
-    /// init → runtime: as `Pid`, and the process was forked into its
-    /// cgroup already.
-    PidInCgroup(i32),
     /// init → runtime: the environment is ready for the prestart and
     /// createRuntime hooks (before pivot_root).
     RunRuntimeHooks,

@@ -25,6 +25,7 @@ use nix::unistd::{ForkResult, Gid, Uid};
 
 use super::channel::{Channel, Message};
 use super::{console, exec_process, ChildArgs, Mode as ChildMode};
+use crate::cgroups::JoinHandles;
 use crate::error::{InitError, InitStage};
 use crate::hooks;
 use crate::rootfs;
@@ -56,34 +57,30 @@ fn fail_and_exit(channel: &Channel, e: InitError) -> ! {
 }
 
 /// The first child. Never returns.
-pub(crate) fn stage1(mut args: ChildArgs<'_>, channel: Channel) -> ! {
+pub(crate) fn stage1(mut args: ChildArgs<'_>, channel: Channel, cgroup: Option<&JoinHandles>) -> ! {
+    // Into the container's cgroup first, while this process still has the
+    // host's namespaces and one thread: whatever it forks is born there.
+    if let Some(cg) = cgroup {
+        if let Err(e) = cg.join_v1() {
+            fail_and_exit(
+                &channel,
+                InitError::reason(InitStage::Cgroup, "", e.to_string()),
+            )
+        }
+    }
     if let Err(e) = stage1_steps(&args, &channel) {
         fail_and_exit(&channel, e)
     }
-    // Straight into the cgroup where the kernel allows it (pure v2, no
-    // user namespace in the way); otherwise the runtime moves the child.
-    let into = args
-        .cgroup_dir
-        .and_then(|dir| sys::fork_into_cgroup(dir.as_fd()).ok().map(|r| (r, true)));
-    let forked = match into {
-        Some((r, placed)) => Ok((r, placed)),
-        None => sys::fork().map(|r| (r, false)),
-    };
-    match forked {
+    match sys::fork() {
         Err(e) => fail_and_exit(&channel, InitError::new(InitStage::Fork, "", e)),
-        Ok((ForkResult::Parent { child }, placed)) => {
-            let msg = if placed {
-                Message::PidInCgroup(child.as_raw())
-            } else {
-                Message::Pid(child.as_raw())
-            };
-            let code = match channel.send(&msg, None) {
+        Ok(ForkResult::Parent { child }) => {
+            let code = match channel.send(&Message::Pid(child.as_raw()), None) {
                 Ok(()) => 0,
                 Err(_) => 1,
             };
             sys::exit_now(code)
         }
-        Ok((ForkResult::Child, _)) => {
+        Ok(ForkResult::Child) => {
             let Err(e) = child(&mut args, &channel);
             fail_and_exit(&channel, e)
         }
@@ -94,8 +91,9 @@ fn stage1_steps(args: &ChildArgs<'_>, channel: &Channel) -> Result<(), InitError
     // If the runtime dies before we are done, so do we.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .map_err(|e| InitError::new(InitStage::Protocol, "pdeathsig", e))?;
-    // Wait until the runtime has placed us in the cgroup, so that a new
-    // cgroup namespace is rooted at the container's cgroup.
+    // Wait until the runtime has placed us in the cgroup (the cgroup2
+    // directory, when forking into it was refused), so that a new cgroup
+    // namespace is rooted at the container's cgroup.
     expect_continue(channel)?;
     let join_err =
         |j: &super::JoinNs, e| InitError::new(InitStage::JoinNamespace, j.what.clone(), e);

@@ -70,9 +70,6 @@ pub(crate) struct ChildArgs<'a> {
     pub terminal: bool,
     /// The container is in a user namespace (created or joined).
     pub in_userns: bool,
-    /// The container's cgroup2 directory on a pure v2 host: the init is
-    /// forked straight into it.
-    pub cgroup_dir: Option<&'a OwnedFd>,
 }
 
 /// The last steps of every container process: labels, rlimits,
