@@ -67,6 +67,12 @@ fn a_host_container_from_new_to_rm() {
     );
     let limit = common::host_cgroup_file(pid as u32, "pids", "pids.max");
     assert_eq!(fs::read_to_string(limit).unwrap().trim(), "64");
+    let memory = common::host_cgroup_file(pid as u32, "memory", "memory.limit_in_bytes");
+    let memory = match memory.exists() {
+        true => memory,
+        false => memory.with_file_name("memory.max"),
+    };
+    assert_eq!(fs::read_to_string(memory).unwrap().trim(), "67108864");
     assert!(mounted(&container_dir(&td, "web").join("rootfs")));
 
     // Running: rm refuses without --force, start refuses.
@@ -100,6 +106,51 @@ fn a_host_container_from_new_to_rm() {
             .unwrap_or(0)
             == 0
     );
+}
+
+/// The line of `/proc/PID/cgroup` for the v1 hierarchy that has `controller`.
+fn v1_cgroup_of(pid: i64, controller: &str) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    text.lines()
+        .map(|l| l.splitn(3, ':').collect::<Vec<_>>())
+        .find(|p| p.len() == 3 && p[1].split(',').any(|c| c == controller))
+        .map(|p| p[2].to_owned())
+}
+
+#[test]
+fn without_a_memory_limit_no_v1_memory_cgroup_is_made() {
+    if !require_root() {
+        return;
+    }
+    let td = TestDir::new("fleet-lean");
+    let _g = FleetGuard(&td, vec![]);
+    plinth(&td)
+        .args(["new", "lean", "--base", "host", "--"])
+        .args(["/bin/busybox", "sleep", "1000"])
+        .assert_success();
+    plinth(&td).args(["start", "lean"]).assert_success();
+    let pid = entry(&td, "lean")["pid"].as_i64().unwrap();
+    let Some(memory) = v1_cgroup_of(pid, "memory") else {
+        eprintln!("no v1 memory hierarchy on this host: nothing to check");
+        plinth(&td).args(["rm", "--force", "lean"]).assert_success();
+        return;
+    };
+    // Its own cgroup everywhere else; in the memory hierarchy, the one of
+    // the supervisor that started it.
+    assert_eq!(v1_cgroup_of(pid, "pids").unwrap(), "/plinth/lean");
+    let supervisor = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("PPid:")
+                .map(|p| p.trim().parse::<i64>().unwrap())
+        })
+        .unwrap();
+    assert_eq!(memory, v1_cgroup_of(supervisor, "memory").unwrap());
+    assert!(!memory.ends_with("/lean"), "{memory}");
+    assert!(!Path::new("/sys/fs/cgroup/memory/plinth/lean").exists());
+    plinth(&td).args(["rm", "--force", "lean"]).assert_success();
+    assert!(!Path::new("/sys/fs/cgroup/pids/plinth/lean").exists());
 }
 
 #[test]

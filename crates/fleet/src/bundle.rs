@@ -245,12 +245,20 @@ pub(crate) fn write_config(
         }
     }
     linux["cgroupsPath"] = json!(format!("/plinth/{}", spec.name));
+    let mut inherit_memory = false;
     let mut res = match linux["resources"].take() {
         Value::Object(m) => m,
         _ => serde_json::Map::new(),
     };
-    if let Some(m) = spec.memory {
-        res.insert("memory".into(), json!({"limit": m}));
+    match spec.memory {
+        Some(m) => {
+            res.insert("memory".into(), json!({"limit": m}));
+        }
+        // Without a limit, a v1 memory cgroup of its own would only count
+        // the container's pages, for about as much kernel memory as the
+        // idle container itself: its pages are counted in the memory
+        // cgroup of the supervisor that started it instead.
+        None => inherit_memory = true,
     }
     if let Some(n) = spec.pids {
         res.insert("pids".into(), json!({"limit": n}));
@@ -264,6 +272,11 @@ pub(crate) fn write_config(
     }
     if !res.is_empty() {
         linux["resources"] = Value::Object(res);
+    }
+    if inherit_memory {
+        c["annotations"] = json!({
+            plinth_runtime::cgroups::V1_INHERIT_ANNOTATION: "memory"
+        });
     }
     let path = dir.join("config.json");
     let text = serde_json::to_string_pretty(&c).expect("a config serializes");

@@ -143,6 +143,19 @@ pub enum CgroupError {
         /// The controller.
         controller: String,
     },
+    /// A resource needs a v1 controller whose hierarchy the container
+    /// inherits (see [`V1_INHERIT_ANNOTATION`]).
+    #[error(
+        "{field}: the container has no {controller} cgroup of its own \
+         (annotation {annotation} lists {controller}), so no limit can be set there",
+        annotation = V1_INHERIT_ANNOTATION
+    )]
+    Inherited {
+        /// The config field.
+        field: &'static str,
+        /// The controller.
+        controller: String,
+    },
     /// A setting that the cgroup version in use cannot express.
     #[error("{field}: {reason}")]
     Unsupported {
@@ -231,6 +244,18 @@ pub enum CgroupError {
     },
 }
 
+/// The annotation naming v1 controllers (comma-separated, e.g. `memory`)
+/// in whose hierarchies the container gets no cgroup of its own: its
+/// processes stay in the cgroup of the process that created it, and no
+/// limit can be set there. On a host with cgroup v1 controllers a cgroup
+/// costs kernel memory in every hierarchy, and a memory cgroup most (its
+/// per-cgroup shrinker state grows with the number of mounted
+/// filesystems): a fleet of small containers without memory limits can
+/// leave it out. `devices` cannot be listed (the device policy needs a
+/// cgroup of its own). On a pure cgroup2 host the annotation has no
+/// effect.
+pub const V1_INHERIT_ANNOTATION: &str = "io.github.plinth.cgroup.v1-inherit";
+
 /// The state of a cgroup's freezer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FreezerState {
@@ -264,6 +289,10 @@ pub struct Cgroup {
     pure_v2: bool,
     /// One directory per hierarchy.
     dirs: Vec<CgroupDir>,
+    /// Controllers of the v1 hierarchies the container inherits
+    /// (see [`V1_INHERIT_ANNOTATION`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    inherited: Vec<String>,
 }
 
 /// Where a controller's files are for this cgroup.
@@ -329,19 +358,38 @@ impl Cgroup {
         cgroups_path: Option<&str>,
         container_id: &str,
     ) -> Result<Self, CgroupError> {
+        Self::open_inheriting(layout, cgroups_path, container_id, &[])
+    }
+
+    /// Like [`Cgroup::open_in`], leaving out the v1 hierarchies of the
+    /// controllers in `inherit` (the value of [`V1_INHERIT_ANNOTATION`]).
+    pub fn open_inheriting(
+        layout: &Layout,
+        cgroups_path: Option<&str>,
+        container_id: &str,
+        inherit: &[String],
+    ) -> Result<Self, CgroupError> {
+        if inherit.iter().any(|c| c == "devices") {
+            return Err(CgroupError::InvalidValue {
+                field: V1_INHERIT_ANNOTATION,
+                value: inherit.join(","),
+                reason: "the device policy needs a devices cgroup of its own",
+            });
+        }
         let cgroup = cgroup_path(cgroups_path, container_id)?;
         let own = if cgroup.is_absolute() {
             Vec::new()
         } else {
             layout::self_cgroups()?
         };
-        Self::resolve(layout, cgroup, &own)
+        Self::resolve(layout, cgroup, &own, inherit)
     }
 
     fn resolve(
         layout: &Layout,
         cgroup: PathBuf,
         own: &[layout::ProcCgroup],
+        inherit: &[String],
     ) -> Result<Self, CgroupError> {
         let root = Path::new("/");
         let place = |mountpoint: &Path, mroot: &Path, controllers: &[String]| {
@@ -362,7 +410,12 @@ impl Cgroup {
             Ok::<_, CgroupError>(layout::dir_of(mountpoint, mroot, &full))
         };
         let mut dirs = Vec::new();
+        let mut inherited = Vec::new();
         for h in layout.hierarchies() {
+            if h.controllers.iter().any(|c| inherit.contains(c)) {
+                inherited.extend(h.controllers.iter().cloned());
+                continue;
+            }
             dirs.push(CgroupDir {
                 unified: false,
                 controllers: h.controllers.clone(),
@@ -382,6 +435,7 @@ impl Cgroup {
             cgroup,
             pure_v2: matches!(layout, Layout::Unified(_)),
             dirs,
+            inherited,
         })
     }
 
@@ -433,6 +487,12 @@ impl Cgroup {
             if v2::controllers(d)?.iter().any(|c| c == v2_name) {
                 return Ok(Target::V2(d));
             }
+        }
+        if self.inherited.iter().any(|c| c == controller) {
+            return Err(CgroupError::Inherited {
+                field,
+                controller: controller.to_owned(),
+            });
         }
         Err(CgroupError::ControllerUnavailable {
             field,
@@ -796,7 +856,7 @@ mod tests {
 
     #[test]
     fn default_and_absolute_paths() {
-        let cg = Cgroup::resolve(&hybrid(), cgroup_path(None, "abc").unwrap(), &[]).unwrap();
+        let cg = Cgroup::resolve(&hybrid(), cgroup_path(None, "abc").unwrap(), &[], &[]).unwrap();
         assert_eq!(cg.cgroup_path(), Path::new("/plinth/abc"));
         assert_eq!(
             cg.v1_path("memory"),
@@ -815,7 +875,7 @@ mod tests {
 
         let podman = cgroup_path(Some("/libpod_parent/libpod-abc"), "abc").unwrap();
         let v2 = Layout::Unified("/sys/fs/cgroup".into());
-        let cg = Cgroup::resolve(&v2, podman, &[]).unwrap();
+        let cg = Cgroup::resolve(&v2, podman, &[], &[]).unwrap();
         assert!(cg.is_pure_v2());
         assert_eq!(
             cg.dirs(),
@@ -835,8 +895,13 @@ mod tests {
              5:devices:/\n6:freezer:/\n7:blkio:/\n8:pids:/\n0::/user.slice\n",
         )
         .unwrap();
-        let cg =
-            Cgroup::resolve(&hybrid(), cgroup_path(Some("ctr/a"), "a").unwrap(), &own).unwrap();
+        let cg = Cgroup::resolve(
+            &hybrid(),
+            cgroup_path(Some("ctr/a"), "a").unwrap(),
+            &own,
+            &[],
+        )
+        .unwrap();
         assert_eq!(
             cg.v1_path("memory"),
             Some(Path::new("/sys/fs/cgroup/memory/process_api/x/ctr/a"))
@@ -851,9 +916,49 @@ mod tests {
         );
         let missing = layout::parse_proc_cgroup("4:memory:/\n").unwrap();
         assert!(matches!(
-            Cgroup::resolve(&hybrid(), "rel".into(), &missing),
+            Cgroup::resolve(&hybrid(), "rel".into(), &missing, &[]),
             Err(CgroupError::NoOwnCgroup { .. })
         ));
+    }
+
+    #[test]
+    fn inherited_v1_hierarchies_get_no_directory_and_refuse_limits() {
+        let inherit = vec!["memory".to_owned()];
+        let cg = Cgroup::resolve(&hybrid(), "/plinth/x".into(), &[], &inherit).unwrap();
+        assert_eq!(cg.v1_path("memory"), None);
+        assert_eq!(cg.dirs().len(), 9);
+        assert!(cg.v1_path("pids").is_some());
+        let json = serde_json::to_string(&cg).unwrap();
+        assert_eq!(serde_json::from_str::<Cgroup>(&json).unwrap(), cg);
+        // Without a cgroup2 mount to fall back on, a memory limit is refused.
+        let v1 = Layout::from_mountinfo(
+            "1 0 0:1 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+             2 0 0:2 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n",
+        )
+        .unwrap();
+        let cg = Cgroup::resolve(&v1, "/x".into(), &[], &inherit).unwrap();
+        let r = oci_spec::runtime::LinuxResourcesBuilder::default()
+            .memory(
+                oci_spec::runtime::LinuxMemoryBuilder::default()
+                    .limit(1 << 24)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        assert_eq!(
+            cg.apply(&r).unwrap_err().to_string(),
+            "linux.resources.memory: the container has no memory cgroup of its own \
+             (annotation io.github.plinth.cgroup.v1-inherit lists memory), so no limit can be set there"
+        );
+        // Naming one controller of a co-mounted hierarchy leaves out all of it.
+        let cg = Cgroup::resolve(&v1, "/x".into(), &[], &["cpuacct".to_owned()]).unwrap();
+        assert_eq!(cg.v1_path("cpu"), None);
+        assert!(cg.v1_path("memory").is_some());
+        let err = Cgroup::open_inheriting(&hybrid(), Some("/x"), "x", &["devices".to_owned()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("device policy"), "{err}");
     }
 
     #[test]
@@ -870,7 +975,7 @@ mod tests {
 
     #[test]
     fn state_json_round_trip() {
-        let cg = Cgroup::resolve(&hybrid(), "/plinth/x".into(), &[]).unwrap();
+        let cg = Cgroup::resolve(&hybrid(), "/plinth/x".into(), &[], &[]).unwrap();
         let json = serde_json::to_string(&cg).unwrap();
         let back: Cgroup = serde_json::from_str(&json).unwrap();
         assert_eq!(back, cg);
@@ -882,7 +987,7 @@ mod tests {
             "1 0 0:1 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n",
         )
         .unwrap();
-        let cg = Cgroup::resolve(&layout, "/x".into(), &[]).unwrap();
+        let cg = Cgroup::resolve(&layout, "/x".into(), &[], &[]).unwrap();
         let r = oci_spec::runtime::LinuxResourcesBuilder::default()
             .hugepage_limits(vec![oci_spec::runtime::LinuxHugepageLimitBuilder::default(
             )

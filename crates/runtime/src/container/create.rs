@@ -284,7 +284,24 @@ fn create_inner(
     let fifo = open(&fifo_path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(|e| Error::sys(format!("open {}", fifo_path.display()), e))?;
 
-    let cgroup = Cgroup::open(linux.cgroups_path().as_ref().and_then(|p| p.to_str()), id)?;
+    let inherit: Vec<String> = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(crate::cgroups::V1_INHERIT_ANNOTATION))
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let cgroup = Cgroup::open_inheriting(
+        &crate::cgroups::Layout::detect()?,
+        linux.cgroups_path().as_ref().and_then(|p| p.to_str()),
+        id,
+        &inherit,
+    )?;
     cgroup.create()?;
     undo.cgroup = Some(cgroup.clone());
     // A container without a device list still gets the default policy:
