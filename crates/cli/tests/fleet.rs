@@ -118,7 +118,7 @@ fn v1_cgroup_of(pid: i64, controller: &str) -> Option<String> {
 }
 
 #[test]
-fn without_a_memory_limit_no_v1_memory_cgroup_is_made() {
+fn a_container_without_limits_gets_only_the_v1_cgroups_plinth_needs() {
     if !require_root() {
         return;
     }
@@ -135,9 +135,11 @@ fn without_a_memory_limit_no_v1_memory_cgroup_is_made() {
         plinth(&td).args(["rm", "--force", "lean"]).assert_success();
         return;
     };
-    // Its own cgroup everywhere else; in the memory hierarchy, the one of
-    // the supervisor that started it.
-    assert_eq!(v1_cgroup_of(pid, "pids").unwrap(), "/plinth/lean");
+    // Its own cgroup where plinth needs one; elsewhere, that of the
+    // supervisor that started it.
+    for c in ["pids", "freezer", "devices"] {
+        assert_eq!(v1_cgroup_of(pid, c).unwrap(), "/plinth/lean", "{c}");
+    }
     let supervisor = fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
@@ -148,6 +150,9 @@ fn without_a_memory_limit_no_v1_memory_cgroup_is_made() {
         .unwrap();
     assert_eq!(memory, v1_cgroup_of(supervisor, "memory").unwrap());
     assert!(!memory.ends_with("/lean"), "{memory}");
+    for c in ["cpuset", "blkio"] {
+        assert_eq!(v1_cgroup_of(pid, c), v1_cgroup_of(supervisor, c), "{c}");
+    }
     assert!(!Path::new("/sys/fs/cgroup/memory/plinth/lean").exists());
     plinth(&td).args(["rm", "--force", "lean"]).assert_success();
     assert!(!Path::new("/sys/fs/cgroup/pids/plinth/lean").exists());

@@ -193,6 +193,36 @@ pub(crate) fn release(dir: &Path) {
     crate::netns::remove(&dir.join("userns"));
 }
 
+/// The v1 controllers in whose hierarchies a container gets no cgroup of
+/// its own (see `plinth_runtime::cgroups::V1_INHERIT_ANNOTATION`): on a
+/// host with v1 controllers every cgroup directory costs kernel memory in
+/// its hierarchy (a memory cgroup as much as an idle container), so a
+/// container has one only where plinth needs it: `pids` (its processes
+/// and `--pids`), `freezer` (stopping it without races), `devices` (its
+/// device policy), and `memory` and `cpu` when it has `--memory` or
+/// `--cpus`. Elsewhere its processes are counted with the supervisor's.
+pub(crate) fn inherited_v1_controllers(spec: &ContainerSpec) -> Vec<&'static str> {
+    let mut list = vec![
+        "cpuset",
+        "cpuacct",
+        "blkio",
+        "net_cls",
+        "net_prio",
+        "perf_event",
+        "hugetlb",
+        "rdma",
+        "misc",
+        "name=systemd",
+    ];
+    if spec.memory.is_none() {
+        list.push("memory");
+    }
+    if spec.cpus.is_none() {
+        list.push("cpu");
+    }
+    list
+}
+
 /// Writes `config.json` for the container.
 pub(crate) fn write_config(
     dir: &Path,
@@ -245,20 +275,12 @@ pub(crate) fn write_config(
         }
     }
     linux["cgroupsPath"] = json!(format!("/plinth/{}", spec.name));
-    let mut inherit_memory = false;
     let mut res = match linux["resources"].take() {
         Value::Object(m) => m,
         _ => serde_json::Map::new(),
     };
-    match spec.memory {
-        Some(m) => {
-            res.insert("memory".into(), json!({"limit": m}));
-        }
-        // Without a limit, a v1 memory cgroup of its own would only count
-        // the container's pages, for about as much kernel memory as the
-        // idle container itself: its pages are counted in the memory
-        // cgroup of the supervisor that started it instead.
-        None => inherit_memory = true,
+    if let Some(m) = spec.memory {
+        res.insert("memory".into(), json!({"limit": m}));
     }
     if let Some(n) = spec.pids {
         res.insert("pids".into(), json!({"limit": n}));
@@ -273,11 +295,9 @@ pub(crate) fn write_config(
     if !res.is_empty() {
         linux["resources"] = Value::Object(res);
     }
-    if inherit_memory {
-        c["annotations"] = json!({
-            plinth_runtime::cgroups::V1_INHERIT_ANNOTATION: "memory"
-        });
-    }
+    c["annotations"] = json!({
+        plinth_runtime::cgroups::V1_INHERIT_ANNOTATION: inherited_v1_controllers(spec).join(",")
+    });
     let path = dir.join("config.json");
     let text = serde_json::to_string_pretty(&c).expect("a config serializes");
     std::fs::write(&path, text).map_err(io(path.display().to_string()))

@@ -247,7 +247,9 @@ pub enum CgroupError {
 /// The annotation naming v1 controllers (comma-separated, e.g. `memory`)
 /// in whose hierarchies the container gets no cgroup of its own: its
 /// processes stay in the cgroup of the process that created it, and no
-/// limit can be set there. On a host with cgroup v1 controllers a cgroup
+/// limit can be set there. A hierarchy is left out when every controller
+/// mounted in it is listed (`cpu,cpuacct` needs both; `name=systemd`
+/// names the named hierarchy). On a host with cgroup v1 controllers a cgroup
 /// costs kernel memory in every hierarchy, and a memory cgroup most (its
 /// per-cgroup shrinker state grows with the number of mounted
 /// filesystems): a fleet of small containers without memory limits can
@@ -412,7 +414,7 @@ impl Cgroup {
         let mut dirs = Vec::new();
         let mut inherited = Vec::new();
         for h in layout.hierarchies() {
-            if h.controllers.iter().any(|c| inherit.contains(c)) {
+            if h.controllers.iter().all(|c| inherit.contains(c)) {
                 inherited.extend(h.controllers.iter().cloned());
                 continue;
             }
@@ -951,8 +953,11 @@ mod tests {
             "linux.resources.memory: the container has no memory cgroup of its own \
              (annotation io.github.plinth.cgroup.v1-inherit lists memory), so no limit can be set there"
         );
-        // Naming one controller of a co-mounted hierarchy leaves out all of it.
+        // A co-mounted hierarchy is left out only when all of it is named.
         let cg = Cgroup::resolve(&v1, "/x".into(), &[], &["cpuacct".to_owned()]).unwrap();
+        assert!(cg.v1_path("cpu").is_some());
+        let both = ["cpu".to_owned(), "cpuacct".to_owned()];
+        let cg = Cgroup::resolve(&v1, "/x".into(), &[], &both).unwrap();
         assert_eq!(cg.v1_path("cpu"), None);
         assert!(cg.v1_path("memory").is_some());
         let err = Cgroup::open_inheriting(&hybrid(), Some("/x"), "x", &["devices".to_owned()])
