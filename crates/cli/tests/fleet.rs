@@ -25,7 +25,8 @@ fn a_host_container_from_new_to_rm() {
     let _g = FleetGuard(&td, vec![]);
     plinth(&td)
         .args([
-            "new", "web", "--base", "host", "--memory", "64M", "--pids", "64", "--",
+            "new", "web", "--base", "host", "--memory", "64M", "--pids", "64", "--cpus", "0.5",
+            "--",
         ])
         .args([
             "/bin/busybox",
@@ -73,6 +74,12 @@ fn a_host_container_from_new_to_rm() {
         false => memory.with_file_name("memory.max"),
     };
     assert_eq!(fs::read_to_string(memory).unwrap().trim(), "67108864");
+    let quota = common::host_cgroup_file(pid as u32, "cpu", "cpu.cfs_quota_us");
+    let quota = match quota.exists() {
+        true => fs::read_to_string(quota).unwrap(),
+        false => fs::read_to_string(quota.with_file_name("cpu.max")).unwrap(),
+    };
+    assert!(quota.starts_with("50000"), "{quota}");
     assert!(mounted(&container_dir(&td, "web").join("rootfs")));
 
     // Running: rm refuses without --force, start refuses.
