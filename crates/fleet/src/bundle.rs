@@ -198,11 +198,15 @@ pub(crate) fn release(dir: &Path) {
 /// host with v1 controllers every cgroup directory costs kernel memory in
 /// its hierarchy (a memory cgroup as much as an idle container), so a
 /// container has one only where plinth needs it: `pids` (its processes
-/// and `--pids`), `freezer` (stopping it without races), `devices` (its
-/// device policy), and `memory` and `cpu` when it has `--memory` or
-/// `--cpus`. Elsewhere its processes are counted with the supervisor's.
+/// and `--pids`), `devices` (its device policy), and `memory` and `cpu`
+/// when it has `--memory` or `--cpus`. Elsewhere its processes are counted
+/// with the supervisor's. The freezer is not needed: a container stops
+/// when its init, PID 1 of its PID namespace, ends. A hybrid host's
+/// cgroup2 hierarchy holds no controller that plinth sets.
 pub(crate) fn inherited_v1_controllers(spec: &ContainerSpec) -> Vec<&'static str> {
     let mut list = vec![
+        "cgroup2",
+        "freezer",
         "cpuset",
         "cpuacct",
         "blkio",

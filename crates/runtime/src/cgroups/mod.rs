@@ -255,8 +255,13 @@ pub enum CgroupError {
 /// filesystems): a fleet of small containers without memory limits can
 /// leave it out. `devices` cannot be listed (the device policy needs a
 /// cgroup of its own). On a pure cgroup2 host the annotation has no
-/// effect.
+/// effect, and `cgroup2` in the list names the cgroup2 mount of a hybrid
+/// host (the one beside the v1 hierarchies).
 pub const V1_INHERIT_ANNOTATION: &str = "io.github.plinth.cgroup.v1-inherit";
+
+/// The name of a hybrid host's cgroup2 hierarchy in
+/// [`V1_INHERIT_ANNOTATION`].
+const HYBRID_CGROUP2: &str = "cgroup2";
 
 /// The state of a cgroup's freezer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -425,7 +430,11 @@ impl Cgroup {
                 path: place(&h.mountpoint, &h.root, &h.controllers)?,
             });
         }
-        if let Some(mp) = layout.unified_mountpoint() {
+        let hybrid = matches!(layout, Layout::Legacy { .. });
+        if let Some(mp) = layout
+            .unified_mountpoint()
+            .filter(|_| !(hybrid && inherit.iter().any(|c| c == HYBRID_CGROUP2)))
+        {
             dirs.push(CgroupDir {
                 unified: true,
                 controllers: Vec::new(),
@@ -930,6 +939,16 @@ mod tests {
         assert_eq!(cg.v1_path("memory"), None);
         assert_eq!(cg.dirs().len(), 9);
         assert!(cg.v1_path("pids").is_some());
+        assert!(cg.unified_path().is_some());
+        let both = ["memory".to_owned(), "cgroup2".to_owned()];
+        let cg = Cgroup::resolve(&hybrid(), "/plinth/x".into(), &[], &both).unwrap();
+        assert_eq!((cg.dirs().len(), cg.unified_path()), (8, None));
+        // On a pure v2 host there is nothing else to join.
+        let v2 = Layout::Unified("/sys/fs/cgroup".into());
+        assert!(Cgroup::resolve(&v2, "/x".into(), &[], &both)
+            .unwrap()
+            .unified_path()
+            .is_some());
         let json = serde_json::to_string(&cg).unwrap();
         assert_eq!(serde_json::from_str::<Cgroup>(&json).unwrap(), cg);
         // Without a cgroup2 mount to fall back on, a memory limit is refused.
