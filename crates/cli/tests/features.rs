@@ -705,20 +705,30 @@ fn masked_paths_read_empty() {
         .set("/linux/maskedPaths/-", json!("/etc/secret-file"))
         .set("/linux/maskedPaths/-", json!("/etc/secret-dir"))
         .set("/linux/maskedPaths/-", json!("/etc/not-there"))
+        .set("/linux/maskedPaths/-", json!("/etc/other-dir"))
         .args(&[
             "sh",
             "-c",
             "cat /etc/secret-file | wc -c; ls -A /etc/secret-dir | wc -l; \
              cat /proc/kcore | wc -c; cat /etc/hostname; \
-             echo x > /etc/secret-file 2>/dev/null; cat /etc/secret-file | wc -c",
+             echo x > /etc/secret-file 2>/dev/null; cat /etc/secret-file | wc -c; \
+             touch /etc/other-dir/x 2>/dev/null || echo refused; ls -A /etc/other-dir | wc -l; \
+             grep -E ' /etc/(secret|other)-dir ' /proc/self/mountinfo | cut -d' ' -f3 | uniq | wc -l",
         ])
         .write();
     fs::write(bundle.rootfs().join("etc/secret-file"), "secret\n").unwrap();
     fs::create_dir(bundle.rootfs().join("etc/secret-dir")).unwrap();
     fs::write(bundle.rootfs().join("etc/secret-dir/inner"), "secret\n").unwrap();
+    fs::create_dir(bundle.rootfs().join("etc/other-dir")).unwrap();
+    fs::write(bundle.rootfs().join("etc/other-dir/inner"), "secret\n").unwrap();
     let out = run_ok(&td, &bundle);
     let lines: Vec<&str> = out.stdout_lines().iter().map(|l| l.trim()).collect();
-    assert_eq!(lines, ["0", "0", "0", "plinth-test", "0"], "{out}");
+    // The two masked directories: empty, read-only, one superblock.
+    assert_eq!(
+        lines,
+        ["0", "0", "0", "plinth-test", "0", "refused", "0", "1"],
+        "{out}"
+    );
     assert_eq!(
         fs::read_to_string(bundle.rootfs().join("etc/secret-file")).unwrap(),
         "secret\n"

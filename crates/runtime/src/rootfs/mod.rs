@@ -322,6 +322,10 @@ pub(crate) fn finish(spec: &Spec, console: Option<&OwnedFd>) -> Result<(), InitE
         .and_then(|l| l.masked_paths().as_ref())
         .filter(|m| !m.is_empty());
     let null = masked.map(|_| verified_null(&root)).transpose()?;
+    // Masked directories show one empty, read-only tmpfs: the first gets
+    // it, the others a bind mount of it (a superblock is kernel memory
+    // that every container pays for).
+    let mut empty: Option<OwnedFd> = None;
     for p in masked.into_iter().flatten() {
         let err = |e| InitError::new(InitStage::MaskPath, p.as_str(), e);
         let fd = match resolve::open_in_root(&root, Path::new(p), Create::No) {
@@ -330,6 +334,17 @@ pub(crate) fn finish(spec: &Spec, console: Option<&OwnedFd>) -> Result<(), InitE
             Err(e) => return Err(err(e)),
         };
         if resolve::file_type(&fd).map_err(err)? == SFlag::S_IFDIR {
+            if let Some(src) = &empty {
+                mount(
+                    Some(&fd_path(src)),
+                    &fd_path(&fd),
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(err)?;
+                continue;
+            }
             mount(
                 Some("tmpfs"),
                 &fd_path(&fd),
@@ -338,6 +353,7 @@ pub(crate) fn finish(spec: &Spec, console: Option<&OwnedFd>) -> Result<(), InitE
                 None::<&str>,
             )
             .map_err(err)?;
+            empty = Some(resolve::open_in_root(&root, Path::new(p), Create::No).map_err(err)?);
         } else {
             mount(
                 Some(&fd_path(
