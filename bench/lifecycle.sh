@@ -8,7 +8,7 @@
 #              NO_BUILD=1 to skip `cargo build --release`.
 #
 # Every runtime runs through the same wrapper, which gives it a fresh container id, its
-# own --root, and a private mount namespace in which /sys/fs/cgroup/unified is unmounted:
+# own --root (on tmpfs), and a private mount namespace in which /sys/fs/cgroup/unified is unmounted:
 # crun 1.8 refuses this host's hybrid cgroup layout otherwise, and all three pay the same
 # cost for it. A runtime that cannot run the bundle is reported as "failed" and left out
 # of the timing; the others are still measured.
@@ -47,16 +47,20 @@ out=bench/out/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 work=$(mktemp -d /tmp/plinth-bench.XXXXXX)
+# Each runtime's state directory is on tmpfs, as its default (/run/plinth, /run/crun,
+# /run/runc) is: on a disk filesystem, creating and deleting a state directory per run
+# makes the allocator hunt for inodes not recently deleted, for every runtime alike.
+roots=$(mktemp -d /run/plinth-bench.XXXXXX)
 
 cleanup() {
 	local rt id
 	for rt in "${RUNTIMES[@]}"; do
-		[ -d "$work/root-$rt" ] || continue
-		for id in $("$work/run-one" "${BIN[$rt]}" "$work/root-$rt" --list 2>/dev/null); do
-			"$work/run-one" "${BIN[$rt]}" "$work/root-$rt" --delete "$id" >/dev/null 2>&1 || true
+		[ -d "$roots/$rt" ] || continue
+		for id in $("$work/run-one" "${BIN[$rt]}" "$roots/$rt" --list 2>/dev/null); do
+			"$work/run-one" "${BIN[$rt]}" "$roots/$rt" --delete "$id" >/dev/null 2>&1 || true
 		done
 	done
-	rm -rf "$work"
+	rm -rf "$work" "$roots"
 }
 trap cleanup EXIT
 
@@ -91,7 +95,7 @@ chmod +x "$work/run-one"
 declare -A STATUS
 ok=()
 for rt in "${RUNTIMES[@]}"; do
-	mkdir -p "$work/root-$rt"
+	mkdir -p "$roots/$rt"
 	if [ ! -x "${BIN[$rt]}" ]; then
 		STATUS[$rt]=failed
 		echo "$rt: ${BIN[$rt]} is not an executable: failed" >&2
@@ -101,10 +105,10 @@ for rt in "${RUNTIMES[@]}"; do
 	# the /bin/true bundle must run too.
 	smoke=ok
 	for _ in 1 2 3; do
-		got=$("$work/run-one" "${BIN[$rt]}" "$work/root-$rt" "$work/smoke" 2>>"$out/smoke-$rt.log") || smoke=failed
+		got=$("$work/run-one" "${BIN[$rt]}" "$roots/$rt" "$work/smoke" 2>>"$out/smoke-$rt.log") || smoke=failed
 		echo "$got" >>"$out/smoke-$rt.log"
 		[ "$got" = "smoke:bench-smoke:1" ] || smoke=failed
-		"$work/run-one" "${BIN[$rt]}" "$work/root-$rt" "$work/bundle" >>"$out/smoke-$rt.log" 2>&1 || smoke=failed
+		"$work/run-one" "${BIN[$rt]}" "$roots/$rt" "$work/bundle" >>"$out/smoke-$rt.log" 2>&1 || smoke=failed
 	done
 	STATUS[$rt]=$smoke
 	if [ "$smoke" = ok ]; then
@@ -133,7 +137,7 @@ if [ "${#ok[@]}" -gt 0 ]; then
 	step "hyperfine: ${ok[*]} ($RUNS runs each)"
 	args=()
 	for rt in "${ok[@]}"; do
-		args+=(-n "$rt" "$work/run-one ${BIN[$rt]} $work/root-$rt $work/bundle")
+		args+=(-n "$rt" "$work/run-one ${BIN[$rt]} $roots/$rt $work/bundle")
 	done
 	if ! hyperfine --shell=none --warmup "$WARMUP" --runs "$RUNS" \
 		--export-csv "$out/hyperfine.csv" --export-json "$out/hyperfine.json" \
@@ -145,7 +149,7 @@ if [ "${#ok[@]}" -gt 0 ]; then
 		for rt in "${ok[@]}"; do
 			if hyperfine --shell=none --warmup "$WARMUP" --runs "$RUNS" \
 				--export-csv "$work/one.csv" \
-				-n "$rt" "$work/run-one ${BIN[$rt]} $work/root-$rt $work/bundle"; then
+				-n "$rt" "$work/run-one ${BIN[$rt]} $roots/$rt $work/bundle"; then
 				tail -n +2 "$work/one.csv" >>"$out/hyperfine.csv"
 				still_ok+=("$rt")
 			else
@@ -160,7 +164,7 @@ if [ "${#ok[@]}" -gt 0 ]; then
 		: >"$out/rss-$rt.txt"
 		for _ in $(seq "$RSS_RUNS"); do
 			/usr/bin/time -v -o "$work/time.txt" \
-				"$work/run-one" "${BIN[$rt]}" "$work/root-$rt" "$work/bundle" >/dev/null 2>&1 || true
+				"$work/run-one" "${BIN[$rt]}" "$roots/$rt" "$work/bundle" >/dev/null 2>&1 || true
 			awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.txt" >>"$out/rss-$rt.txt"
 		done
 	done
