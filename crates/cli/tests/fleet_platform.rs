@@ -100,15 +100,25 @@ fn host_traces(td: &TestDir) -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<St
                 .collect()
         })
         .unwrap_or_default();
-    let cgroups: BTreeSet<String> = fs::read_dir("/sys/fs/cgroup/pids/plinth")
-        .or_else(|_| fs::read_dir("/sys/fs/cgroup/plinth"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().to_string())
-                .filter(|n| n.starts_with(PREFIX))
-                .collect()
-        })
-        .unwrap_or_default();
+    // Every v1 hierarchy (a container has cgroups in some of them only), or
+    // the cgroup2 mount of a pure v2 host.
+    let mut cgroups: BTreeSet<String> = BTreeSet::new();
+    let roots = fs::read_dir("/sys/fs/cgroup")
+        .map(|d| d.flatten().map(|e| e.path().join("plinth")).collect())
+        .unwrap_or_else(|_| Vec::new());
+    for dir in roots
+        .into_iter()
+        .chain([PathBuf::from("/sys/fs/cgroup/plinth")])
+    {
+        if let Ok(d) = fs::read_dir(&dir) {
+            cgroups.extend(
+                d.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .filter(|n| n.starts_with(PREFIX)),
+            );
+        }
+    }
     (mounts, runtime, cgroups)
 }
 

@@ -197,9 +197,9 @@ pub(crate) fn release(dir: &Path) {
 /// its own (see `plinth_runtime::cgroups::V1_INHERIT_ANNOTATION`): on a
 /// host with v1 controllers every cgroup directory costs kernel memory in
 /// its hierarchy (a memory cgroup as much as an idle container), so a
-/// container has one only where plinth needs it: `pids` (its processes
-/// and `--pids`), `devices` (its device policy), and `memory` and `cpu`
-/// when it has `--memory` or `--cpus`. Elsewhere its processes are counted
+/// container has one only where plinth needs it: `devices` (its device
+/// policy, and the list of its processes), and `memory`, `cpu` and `pids`
+/// when it has `--memory`, `--cpus` or `--pids`. Elsewhere its processes are counted
 /// with the supervisor's. The freezer is not needed: a container stops
 /// when its init, PID 1 of its PID namespace, ends. A hybrid host's
 /// cgroup2 hierarchy holds no controller that plinth sets.
@@ -223,6 +223,9 @@ pub(crate) fn inherited_v1_controllers(spec: &ContainerSpec) -> Vec<&'static str
     }
     if spec.cpus.is_none() {
         list.push("cpu");
+    }
+    if spec.pids.is_none() {
+        list.push("pids");
     }
     list
 }
