@@ -227,12 +227,24 @@ impl ContainerState {
     }
 }
 
+/// The name of `uid` in `/etc/passwd`, else the number, as runc's `list`
+/// shows it. The file is read directly rather than through NSS: plinth is
+/// linked statically, and a static glibc would load the host's NSS modules.
 fn owner_name(uid: u32) -> String {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+    fs::read_to_string("/etc/passwd")
         .ok()
-        .flatten()
-        .map(|u| u.name)
+        .and_then(|passwd| passwd_name(&passwd, uid).map(str::to_owned))
         .unwrap_or_else(|| uid.to_string())
+}
+
+/// The first user of `uid` in a passwd(5) text.
+fn passwd_name(passwd: &str, uid: u32) -> Option<&str> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?.parse::<u32>().ok()?;
+        (id == uid && !name.is_empty()).then_some(name)
+    })
 }
 
 /// Field 22 (start time, in clock ticks since boot) and field 3 (state) of
@@ -310,6 +322,16 @@ mod tests {
         for good in ["a", "abc-1.2_3+x", "0123456789abcdef"] {
             assert!(validate_id(good).is_ok(), "{good:?}");
         }
+    }
+
+    #[test]
+    fn passwd_names() {
+        let passwd = "# comment\nroot:x:0:0:root:/root:/bin/sh\nbroken\n:x:7:7::/:/bin/false\n\
+                      nobody:x:65534:65534::/nonexistent:/bin/false\nalias:x:0:0::/:/bin/sh\n";
+        assert_eq!(passwd_name(passwd, 0), Some("root"));
+        assert_eq!(passwd_name(passwd, 65534), Some("nobody"));
+        assert_eq!(passwd_name(passwd, 7), None);
+        assert_eq!(passwd_name(passwd, 1000), None);
     }
 
     #[test]
