@@ -80,6 +80,11 @@ fn a_host_container_from_new_to_rm() {
         false => fs::read_to_string(quota.with_file_name("cpu.max")).unwrap(),
     };
     assert!(quota.starts_with("50000"), "{quota}");
+    // With limits, the container sees its own cgroups.
+    let inside = fs::read_to_string(root.join("sys/fs/cgroup/pids/pids.max"))
+        .or_else(|_| fs::read_to_string(root.join("sys/fs/cgroup/pids.max")))
+        .unwrap();
+    assert_eq!(inside.trim(), "64");
     assert!(mounted(&container_dir(&td, "web").join("rootfs")));
 
     // Running: rm refuses without --force, start refuses.
@@ -159,6 +164,12 @@ fn a_container_without_limits_gets_only_the_v1_cgroups_plinth_needs() {
         assert_eq!(v1_cgroup_of(pid, c), v1_cgroup_of(supervisor, c), "{c}");
     }
     assert!(!Path::new("/sys/fs/cgroup/memory/plinth/lean").exists());
+    // Nothing of its own to show: no cgroup filesystem inside.
+    let mounts = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    assert!(
+        !mounts.contains(" /sys/fs/cgroup"),
+        "a cgroup filesystem in a container without limits:\n{mounts}"
+    );
     plinth(&td).args(["rm", "--force", "lean"]).assert_success();
     assert!(!Path::new("/sys/fs/cgroup/devices/plinth/lean").exists());
 }

@@ -249,6 +249,13 @@ pub(crate) fn write_config(
         p["user"] = json!({"uid": u.uid, "gid": u.gid});
     }
     let mounts = c["mounts"].as_array_mut().expect("the template has mounts");
+    // A container without limits has no cgroup of its own to show (see
+    // `inherited_v1_controllers`), and the supervisor's are none of its
+    // business: no cgroup filesystem, and no tmpfs with a directory and a
+    // mount per hierarchy to hold it.
+    if spec.memory.is_none() && spec.cpus.is_none() && spec.pids.is_none() {
+        mounts.retain(|m| m["type"] != "cgroup" && m["destination"] != "/sys/fs/cgroup");
+    }
     mounts.push(json!({
         "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
         "options": ["nosuid", "nodev", "mode=1777"]
