@@ -136,20 +136,29 @@ fn a_container_without_limits_gets_only_the_v1_cgroups_plinth_needs() {
     }
     let td = TestDir::new("fleet-lean");
     let _g = FleetGuard(&td, vec![]);
-    plinth(&td)
-        .args(["new", "lean", "--base", "host", "--"])
-        .args(["/bin/busybox", "sleep", "1000"])
-        .assert_success();
-    plinth(&td).args(["start", "lean"]).assert_success();
+    // With the host's user ids, and in a user namespace of its own.
+    for (name, userns) in [("rooted", "host"), ("lean", "private")] {
+        plinth(&td)
+            .args(["new", name, "--base", "host", "--userns", userns, "--"])
+            .args(["/bin/busybox", "sleep", "1000"])
+            .assert_success();
+        plinth(&td).args(["start", name]).assert_success();
+    }
+    let rooted = entry(&td, "rooted")["pid"].as_i64().unwrap();
     let pid = entry(&td, "lean")["pid"].as_i64().unwrap();
     let Some(memory) = v1_cgroup_of(pid, "memory") else {
         eprintln!("no v1 memory hierarchy on this host: nothing to check");
-        plinth(&td).args(["rm", "--force", "lean"]).assert_success();
+        plinth(&td)
+            .args(["rm", "--force", "lean", "rooted"])
+            .assert_success();
         return;
     };
-    // Its own cgroup where plinth needs one; elsewhere, that of the
+    // Its own cgroup where plinth needs one: the device policy of a
+    // container whose root is the host's; elsewhere, the cgroup of the
     // supervisor that started it.
-    assert_eq!(v1_cgroup_of(pid, "devices").unwrap(), "/plinth/lean");
+    assert_eq!(v1_cgroup_of(rooted, "devices").unwrap(), "/plinth/rooted");
+    let rule = fs::read_to_string("/sys/fs/cgroup/devices/plinth/rooted/devices.list").unwrap();
+    assert!(!rule.contains("a *:* rwm"), "{rule}");
     let supervisor = fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
@@ -160,7 +169,7 @@ fn a_container_without_limits_gets_only_the_v1_cgroups_plinth_needs() {
         .unwrap();
     assert_eq!(memory, v1_cgroup_of(supervisor, "memory").unwrap());
     assert!(!memory.ends_with("/lean"), "{memory}");
-    for c in ["cpuset", "blkio", "freezer", "pids"] {
+    for c in ["cpuset", "blkio", "freezer", "pids", "devices"] {
         assert_eq!(v1_cgroup_of(pid, c), v1_cgroup_of(supervisor, c), "{c}");
     }
     assert!(!Path::new("/sys/fs/cgroup/memory/plinth/lean").exists());
@@ -170,8 +179,10 @@ fn a_container_without_limits_gets_only_the_v1_cgroups_plinth_needs() {
         !mounts.contains(" /sys/fs/cgroup"),
         "a cgroup filesystem in a container without limits:\n{mounts}"
     );
-    plinth(&td).args(["rm", "--force", "lean"]).assert_success();
-    assert!(!Path::new("/sys/fs/cgroup/devices/plinth/lean").exists());
+    plinth(&td)
+        .args(["rm", "--force", "lean", "rooted"])
+        .assert_success();
+    assert!(!Path::new("/sys/fs/cgroup/devices/plinth/rooted").exists());
 }
 
 #[test]

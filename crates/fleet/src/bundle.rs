@@ -198,12 +198,14 @@ pub(crate) fn release(dir: &Path) {
 /// host with v1 controllers every cgroup directory costs kernel memory in
 /// its hierarchy (a memory cgroup as much as an idle container), so a
 /// container has one only where plinth needs it: `devices` (its device
-/// policy, and the list of its processes), and `memory`, `cpu` and `pids`
-/// when it has `--memory`, `--cpus` or `--pids`. Elsewhere its processes are counted
+/// policy) for a container without a user namespace of its own, and
+/// `memory`, `cpu` and `pids` when it has `--memory`, `--cpus` or
+/// `--pids`. In a user namespace the device policy adds nothing: its root
+/// cannot make device nodes, and filesystems it mounts open none. Elsewhere its processes are counted
 /// with the supervisor's. The freezer is not needed: a container stops
 /// when its init, PID 1 of its PID namespace, ends. A hybrid host's
 /// cgroup2 hierarchy holds no controller that plinth sets.
-pub(crate) fn inherited_v1_controllers(spec: &ContainerSpec) -> Vec<&'static str> {
+pub(crate) fn inherited_v1_controllers(spec: &ContainerSpec, userns: bool) -> Vec<&'static str> {
     let mut list = vec![
         "cgroup2",
         "freezer",
@@ -226,6 +228,9 @@ pub(crate) fn inherited_v1_controllers(spec: &ContainerSpec) -> Vec<&'static str
     }
     if spec.pids.is_none() {
         list.push("pids");
+    }
+    if userns {
+        list.push("devices");
     }
     list
 }
@@ -310,7 +315,7 @@ pub(crate) fn write_config(
         linux["resources"] = Value::Object(res);
     }
     c["annotations"] = json!({
-        plinth_runtime::cgroups::V1_INHERIT_ANNOTATION: inherited_v1_controllers(spec).join(",")
+        plinth_runtime::cgroups::V1_INHERIT_ANNOTATION: inherited_v1_controllers(spec, ns.user_path().is_some()).join(",")
     });
     let path = dir.join("config.json");
     let text = serde_json::to_string_pretty(&c).expect("a config serializes");

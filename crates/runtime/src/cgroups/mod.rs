@@ -247,14 +247,15 @@ pub enum CgroupError {
 /// The annotation naming v1 controllers (comma-separated, e.g. `memory`)
 /// in whose hierarchies the container gets no cgroup of its own: its
 /// processes stay in the cgroup of the process that created it, and no
-/// limit can be set there. A hierarchy is left out when every controller
-/// mounted in it is listed (`cpu,cpuacct` needs both; `name=systemd`
+/// limit can be set there (and, for `devices`, no device policy is
+/// written). A hierarchy is left out when every controller mounted in it
+/// is listed (`cpu,cpuacct` needs both; `name=systemd`
 /// names the named hierarchy). On a host with cgroup v1 controllers a cgroup
 /// costs kernel memory in every hierarchy, and a memory cgroup most (its
 /// per-cgroup shrinker state grows with the number of mounted
 /// filesystems): a fleet of small containers without memory limits can
-/// leave it out. `devices` cannot be listed (the device policy needs a
-/// cgroup of its own). On a pure cgroup2 host the annotation has no
+/// leave it out. `devices` can be listed only for a container in a user
+/// namespace. On a pure cgroup2 host the annotation has no
 /// effect, and `cgroup2` in the list names the cgroup2 mount of a hybrid
 /// host (the one beside the v1 hierarchies).
 pub const V1_INHERIT_ANNOTATION: &str = "io.github.plinth.cgroup.v1-inherit";
@@ -365,22 +366,27 @@ impl Cgroup {
         cgroups_path: Option<&str>,
         container_id: &str,
     ) -> Result<Self, CgroupError> {
-        Self::open_inheriting(layout, cgroups_path, container_id, &[])
+        Self::open_inheriting(layout, cgroups_path, container_id, &[], false)
     }
 
     /// Like [`Cgroup::open_in`], leaving out the v1 hierarchies of the
     /// controllers in `inherit` (the value of [`V1_INHERIT_ANNOTATION`]).
+    /// `devices` may be listed only for a container in a user namespace
+    /// (`userns`), which can neither make device nodes nor open those of a
+    /// filesystem it mounts, so that the device cgroup adds nothing.
     pub fn open_inheriting(
         layout: &Layout,
         cgroups_path: Option<&str>,
         container_id: &str,
         inherit: &[String],
+        userns: bool,
     ) -> Result<Self, CgroupError> {
-        if inherit.iter().any(|c| c == "devices") {
+        if !userns && inherit.iter().any(|c| c == "devices") {
             return Err(CgroupError::InvalidValue {
                 field: V1_INHERIT_ANNOTATION,
                 value: inherit.join(","),
-                reason: "the device policy needs a devices cgroup of its own",
+                reason:
+                    "outside a user namespace the device policy needs a devices cgroup of its own",
             });
         }
         let cgroup = cgroup_path(cgroups_path, container_id)?;
@@ -448,6 +454,12 @@ impl Cgroup {
             dirs,
             inherited,
         })
+    }
+
+    /// Whether the container inherits the v1 hierarchy of `controller`
+    /// (see [`V1_INHERIT_ANNOTATION`]).
+    pub fn inherits(&self, controller: &str) -> bool {
+        self.inherited.iter().any(|c| c == controller)
     }
 
     /// The cgroups path as resolved (absolute, or relative to the creating
@@ -631,6 +643,12 @@ impl Cgroup {
             .iter()
             .find_map(|c| self.v1_path(c))
             .or_else(|| self.dirs.first().map(|d| d.path.as_path()))
+    }
+
+    /// Whether one of the container's cgroups lists its processes (not so
+    /// when it inherits every hierarchy that would).
+    pub fn lists_processes(&self) -> bool {
+        self.procs_dir().is_some()
     }
 
     /// The processes in the container's cgroup and its descendants.
@@ -979,10 +997,14 @@ mod tests {
         let cg = Cgroup::resolve(&v1, "/x".into(), &[], &both).unwrap();
         assert_eq!(cg.v1_path("cpu"), None);
         assert!(cg.v1_path("memory").is_some());
-        let err = Cgroup::open_inheriting(&hybrid(), Some("/x"), "x", &["devices".to_owned()])
+        let devices = ["devices".to_owned()];
+        let err = Cgroup::open_inheriting(&hybrid(), Some("/x"), "x", &devices, false)
             .unwrap_err()
             .to_string();
         assert!(err.contains("device policy"), "{err}");
+        let cg = Cgroup::open_inheriting(&hybrid(), Some("/x"), "x", &devices, true).unwrap();
+        assert_eq!(cg.v1_path("devices"), None);
+        assert!(cg.inherits("devices"));
     }
 
     #[test]

@@ -301,13 +301,18 @@ fn create_inner(
         linux.cgroups_path().as_ref().and_then(|p| p.to_str()),
         id,
         &inherit,
+        in_userns,
     )?;
     cgroup.create()?;
     undo.cgroup = Some(cgroup.clone());
     // A container without a device list still gets the default policy:
-    // the default devices and nothing else (an empty list says so).
+    // the default devices and nothing else (an empty list says so). One in
+    // a user namespace that asked for no devices cgroup gets none: it can
+    // reach no device that the policy would keep from it.
     let mut resources = linux.resources().clone().unwrap_or_default();
-    if resources.devices().is_none() {
+    if cgroup.inherits("devices") {
+        resources.set_devices(None);
+    } else if resources.devices().is_none() {
         resources.set_devices(Some(Vec::new()));
     }
     cgroup.apply(&resources)?;

@@ -21,12 +21,10 @@ pub fn list(root: &RuntimeRoot) -> Result<Vec<ContainerState>, Error> {
 /// The pids of container `id` (every process of its cgroup).
 pub fn ps(root: &RuntimeRoot, id: &str) -> Result<Vec<Pid>, Error> {
     let st = ContainerState::load(root, id)?;
-    match &st.cgroup {
-        Some(cg) => Ok(cg.pids()?),
-        None => Ok(if st.init_alive() {
-            vec![Pid::from_raw(st.pid)]
-        } else {
-            vec![]
-        }),
-    }
+    let pids = super::kill::processes(&st)?;
+    Ok(if pids.is_empty() && st.init_alive() {
+        vec![Pid::from_raw(st.pid)]
+    } else {
+        pids
+    })
 }
