@@ -93,6 +93,21 @@ fn attach(g: &GlobalArgs, mut fleet: Fleet) -> Result<Fleet> {
     Ok(fleet)
 }
 
+/// Whether a supervisor runs, or is starting, for the data directory
+/// `state`: `daemon.lock` names its pid once it holds the lock (and is
+/// empty for the moment before). Read only: trying the lock could make a
+/// supervisor that starts at that moment give up.
+fn supervisor_holds_lock(state: &std::path::Path) -> bool {
+    match std::fs::read_to_string(state.join("daemon.lock")) {
+        Ok(text) if text.trim().is_empty() => true,
+        Ok(text) => text
+            .trim()
+            .parse::<u32>()
+            .is_ok_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()),
+        Err(_) => false,
+    }
+}
+
 /// Starts `plinth daemon` in the background (its output goes to
 /// `daemon.log` in the state directory) and waits until it answers.
 fn start_daemon(g: &GlobalArgs, sock: &std::path::Path) -> Result<Client> {
@@ -120,12 +135,17 @@ fn start_daemon(g: &GlobalArgs, sock: &std::path::Path) -> Result<Client> {
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn().context("start the supervisor")?;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut exited = None;
     loop {
         if let Some(c) = Client::connect(sock) {
             return Ok(c);
         }
-        if let Some(status) = child.try_wait()? {
-            // Another command may have started one at the same moment.
+        if exited.is_none() {
+            exited = child.try_wait()?;
+        }
+        // Another command may have started one at the same moment: ours
+        // then gives way, and the other's answers once it is up.
+        if let Some(status) = exited.filter(|_| !supervisor_holds_lock(&state)) {
             if let Some(c) = Client::connect(sock) {
                 return Ok(c);
             }
