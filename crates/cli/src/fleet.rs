@@ -93,21 +93,6 @@ fn attach(g: &GlobalArgs, mut fleet: Fleet) -> Result<Fleet> {
     Ok(fleet)
 }
 
-/// Whether a supervisor runs, or is starting, for the data directory
-/// `state`: `daemon.lock` names its pid once it holds the lock (and is
-/// empty for the moment before). Read only: trying the lock could make a
-/// supervisor that starts at that moment give up.
-fn supervisor_holds_lock(state: &std::path::Path) -> bool {
-    match std::fs::read_to_string(state.join("daemon.lock")) {
-        Ok(text) if text.trim().is_empty() => true,
-        Ok(text) => text
-            .trim()
-            .parse::<u32>()
-            .is_ok_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()),
-        Err(_) => false,
-    }
-}
-
 /// Starts `plinth daemon` in the background (its output goes to
 /// `daemon.log` in the state directory) and waits until it answers.
 fn start_daemon(g: &GlobalArgs, sock: &std::path::Path) -> Result<Client> {
@@ -145,7 +130,7 @@ fn start_daemon(g: &GlobalArgs, sock: &std::path::Path) -> Result<Client> {
         }
         // Another command may have started one at the same moment: ours
         // then gives way, and the other's answers once it is up.
-        if let Some(status) = exited.filter(|_| !supervisor_holds_lock(&state)) {
+        if let Some(status) = exited.filter(|_| !plinth_fleet::supervisor_runs(&state)) {
             if let Some(c) = Client::connect(sock) {
                 return Ok(c);
             }

@@ -178,11 +178,30 @@ struct Supervisor {
     quit: bool,
 }
 
+/// The file a supervisor locks for as long as it runs, and writes its pid
+/// to once it holds the lock.
+const LOCK_FILE: &str = "daemon.lock";
+
+/// Whether a supervisor runs, or is starting, for the state directory
+/// `state_dir`: the lock file names a live pid, or is still empty (the
+/// moment between taking the lock and writing the pid). Read only: trying
+/// the lock could make a supervisor that starts at that moment give up.
+pub fn supervisor_runs(state_dir: &Path) -> bool {
+    match std::fs::read_to_string(state_dir.join(LOCK_FILE)) {
+        Ok(text) if text.trim().is_empty() => true,
+        Ok(text) => text
+            .trim()
+            .parse::<i32>()
+            .is_ok_and(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()),
+        Err(_) => false,
+    }
+}
+
 /// Runs the supervisor until SIGTERM or SIGINT (the containers keep
 /// running; the next supervisor adopts them). Refuses to run beside
 /// another supervisor of the same state directory.
 pub fn serve(fleet: Fleet, opts: DaemonOptions) -> Result<(), FleetError> {
-    let lock_path = fleet.state_dir().join("daemon.lock");
+    let lock_path = fleet.state_dir().join(LOCK_FILE);
     let lock_file = File::options()
         .create(true)
         .truncate(false)

@@ -51,7 +51,7 @@ mod userns;
 pub use api::Client;
 pub use apply::{Action, Manifest, Plan};
 pub use bridge::{BridgeConfig, DEFAULT_BRIDGE, DEFAULT_SUBNET};
-pub use daemon::{serve, DaemonOptions};
+pub use daemon::{serve, supervisor_runs, DaemonOptions};
 pub use db::Record;
 pub use ipam::Subnet;
 pub use logs::{follow, LogRotation};

@@ -55,17 +55,12 @@ pub(super) fn spawn(
     // `JoinHandles::join_v1`). Everything it forks inherits the cgroup.
     let join = parent.cgroup.map(Cgroup::join_handles).transpose()?;
     let unified = join.as_ref().and_then(|j| j.unified.as_ref());
-    let mut in_unified = false;
-    let forked = match unified {
-        Some((_, dir)) => match sys::fork_into_cgroup(dir.as_fd()) {
-            Ok(r) => {
-                in_unified = true;
-                Ok(r)
-            }
-            // Kernels before 5.7, or a cgroup2 directory that does not
-            // take processes this way: the runtime moves the child below.
-            Err(_) => sys::fork(),
-        },
+    // Kernels before 5.7, or a cgroup2 directory that does not take
+    // processes this way: a plain fork, and the runtime moves the child.
+    let into = unified.and_then(|(_, dir)| sys::fork_into_cgroup(dir.as_fd()).ok());
+    let move_unified = unified.is_some() && into.is_none();
+    let forked = match into {
+        Some(r) => Ok(r),
         None => sys::fork(),
     };
     let stage1 = match forked.map_err(|e| Error::sys("fork", e))? {
@@ -75,7 +70,6 @@ pub(super) fn spawn(
         }
         ForkResult::Parent { child } => child,
     };
-    let move_unified = unified.is_some() && !in_unified;
     drop(theirs);
     drop(args);
     drop(join);
