@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgMatches, Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// plinth: a Linux container runtime with runc's command line.
 #[derive(Debug, Parser)]
@@ -15,6 +15,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Directory for the state of containers [default: /run/plinth]. For
     /// `platform`: the root filesystem whose user space is fingerprinted
@@ -67,6 +68,59 @@ impl GlobalArgs {
     }
 }
 
+/// A verb's arguments (or sub-verbs), added to its clap command only when
+/// that verb is the one being parsed (`Command::defer`). plinth starts on
+/// every container start, twice (the sealed re-exec), and building every
+/// verb's arguments up front was most of its parsing time.
+#[derive(Debug)]
+pub struct Lazy<T>(pub T);
+
+impl<T> std::ops::Deref for Lazy<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: FromArgMatches> FromArgMatches for Lazy<T> {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches(m).map(Lazy)
+    }
+    fn from_arg_matches_mut(m: &mut ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches_mut(m).map(Lazy)
+    }
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(m)
+    }
+    fn update_from_arg_matches_mut(&mut self, m: &mut ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches_mut(m)
+    }
+}
+
+impl<T: Args> Args for Lazy<T> {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.defer(T::augment_args)
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        cmd.defer(T::augment_args_for_update)
+    }
+    fn group_id() -> Option<clap::Id> {
+        T::group_id()
+    }
+}
+
+impl<T: Subcommand> Subcommand for Lazy<T> {
+    fn augment_subcommands(cmd: clap::Command) -> clap::Command {
+        cmd.defer(T::augment_subcommands)
+    }
+    fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
+        cmd.defer(T::augment_subcommands_for_update)
+    }
+    fn has_subcommand(name: &str) -> bool {
+        T::has_subcommand(name)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -106,13 +160,13 @@ pub struct CreateArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a container; its process waits for `start`.
-    Create(CreateArgs),
+    Create(Lazy<CreateArgs>),
     /// Start the process of a created container; or start the fleet
     /// container NAME (made by `new`).
     Start { id: String },
     /// Make a host-platform container: an OverlayFS upper layer over the
     /// platform root, recorded under /var/lib/plinth (not started).
-    New(NewArgs),
+    New(Lazy<NewArgs>),
     /// Stop fleet containers (SIGTERM, then SIGKILL after --timeout); the
     /// supervisor leaves them stopped.
     Stop {
@@ -164,7 +218,7 @@ pub enum Command {
     /// The supervisor of the fleet's containers: the subreaper of their
     /// inits, restart policies, health checks, log rotation, and the API on
     /// <--root>/plinth.sock. Commands that need it start it.
-    Daemon(DaemonArgs),
+    Daemon(Lazy<DaemonArgs>),
     /// Converge the host to a TOML manifest of containers: create what is
     /// missing, restart what changed, remove what the manifest made and no
     /// longer lists.
@@ -206,7 +260,7 @@ pub enum Command {
     /// `NAME@SNAP` (SNAP defaults to the time); `snapshot ls NAME` lists
     /// them, `snapshot rm NAME@SNAP` deletes one.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
-    Snapshot(SnapshotArgs),
+    Snapshot(Lazy<SnapshotArgs>),
     /// Make a new fleet container DST with the spec of SRC and a copy of
     /// its upper layer (or of its snapshot SRC@SNAP).
     Clone {
@@ -259,7 +313,7 @@ pub enum Command {
     /// Create and start a container, and wait for it unless --detach.
     Run {
         #[command(flatten)]
-        create: CreateArgs,
+        create: Lazy<CreateArgs>,
         /// Return once the container runs.
         #[arg(short, long)]
         detach: bool,
@@ -268,7 +322,7 @@ pub enum Command {
         keep: bool,
     },
     /// Run a new process inside a running container.
-    Exec(ExecArgs),
+    Exec(Lazy<ExecArgs>),
     /// List the processes of a container.
     Ps {
         #[arg(short, long, value_enum, default_value = "table")]
@@ -291,7 +345,7 @@ pub enum Command {
     /// Thaw a paused container.
     Resume { id: String },
     /// Change a container's resource limits.
-    Update(UpdateArgs),
+    Update(Lazy<UpdateArgs>),
     /// Print resource statistics and OOM events.
     Events {
         /// Print one statistics event and exit.
@@ -317,16 +371,16 @@ pub enum Command {
     Completion { shell: clap_complete::Shell },
     /// Print the fingerprint of a platform: this host's CPU and kernel with
     /// the user space of --root (default /).
-    Platform(PlatformArgs),
+    Platform(Lazy<PlatformArgs>),
     /// Check that the ELF files and scripts of a root directory load on a
     /// platform, as glibc's dynamic loader would decide.
-    Check(CheckArgs),
+    Check(Lazy<CheckArgs>),
     /// Write a least-privilege seccomp profile (the `linux.seccomp` object
     /// of config.json) allowing the system calls a root's programs can make.
-    Seccomp(SeccompArgs),
+    Seccomp(Lazy<SeccompArgs>),
     /// Import, list, inspect, remove and export images.
     #[command(subcommand)]
-    Image(ImageCommand),
+    Image(Lazy<ImageCommand>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -678,7 +732,42 @@ pub fn parse_size(s: &str) -> Result<i64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_size, Cli, Command, ImageCommand};
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn every_verb_is_well_formed_once_built() {
+        // Deferred verbs are built here too: clap checks each of them.
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn deferred_verbs_parse_their_own_flags() {
+        let cli =
+            Cli::try_parse_from(["plinth", "--root", "/r", "run", "-d", "-b", "/b", "c1"]).unwrap();
+        assert_eq!(cli.global.root.as_deref(), Some(std::path::Path::new("/r")));
+        let Command::Run { create, detach, .. } = cli.command else {
+            panic!("run parsed as another verb");
+        };
+        assert!(detach);
+        assert_eq!(create.bundle, std::path::Path::new("/b"));
+        assert_eq!(create.id, "c1");
+
+        let cli = Cli::try_parse_from(["plinth", "exec", "-t", "c1", "sh", "-c", "x"]).unwrap();
+        let Command::Exec(exec) = cli.command else {
+            panic!("exec parsed as another verb");
+        };
+        assert!(exec.tty);
+        assert_eq!(exec.command, ["sh", "-c", "x"]);
+
+        let cli = Cli::try_parse_from(["plinth", "image", "inspect", "busybox"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Image(ref c) if matches!(&c.0, ImageCommand::Inspect { name } if name == "busybox")
+        ));
+        let err = Cli::try_parse_from(["plinth", "create", "--no-such-flag", "c1"]).unwrap_err();
+        assert!(err.to_string().contains("--no-such-flag"), "{err}");
+    }
 
     #[test]
     fn sizes_as_runc_takes_them() {

@@ -47,7 +47,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             container::start(&root, &id)?;
             Ok(0)
         }
-        Command::New(args) => crate::fleet::new(g, args),
+        Command::New(args) => crate::fleet::new(g, args.0),
         Command::Stop { timeout, names } => crate::fleet::stop(g, &names, timeout),
         Command::Restart { timeout, names } => crate::fleet::restart(g, &names, timeout),
         Command::Rm { force, names } => crate::fleet::rm(g, &names, force),
@@ -57,11 +57,11 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             let Command::Exec(args) = Cli::try_parse_from(line)?.command else {
                 unreachable!("`exec` parses as Command::Exec");
             };
-            exec(&RuntimeRoot::new(g.state_root().join("fleet")), args)
+            exec(&RuntimeRoot::new(g.state_root().join("fleet")), args.0)
         }
         Command::Daemon(args) => crate::fleet::daemon(g, &args),
         Command::Ls { format } => crate::fleet::ls(g, format),
-        Command::Snapshot(args) => crate::storage::snapshot(g, args),
+        Command::Snapshot(args) => crate::storage::snapshot(g, args.0),
         Command::Clone { source, dest } => crate::storage::clone(g, &source, &dest),
         Command::Send { target, from } => crate::storage::send(g, &target, from.as_deref()),
         Command::Receive { name } => crate::storage::receive(g, name.as_deref()),
@@ -92,10 +92,10 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             if container::state(&root, &args.id).is_err() {
                 let fleet_root = RuntimeRoot::new(g.state_root().join("fleet"));
                 if container::state(&fleet_root, &args.id).is_ok() {
-                    return exec(&fleet_root, args);
+                    return exec(&fleet_root, args.0);
                 }
             }
-            exec(&root, args)
+            exec(&root, args.0)
         }
         Command::Ps { format, id, .. } => ps(&root, &id, format),
         Command::List { format, quiet } => list(&root, format, quiet),
@@ -137,7 +137,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Platform(args) => crate::platform::run(g, &args),
         Command::Check(args) => crate::check::run(g, &args),
         Command::Seccomp(args) => crate::check::seccomp(g, &args),
-        Command::Image(cmd) => crate::image::run(g, cmd),
+        Command::Image(cmd) => crate::image::run(g, cmd.0),
         Command::Completion { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
