@@ -726,6 +726,13 @@ impl Cgroup {
     /// hierarchy. Idempotent: a missing directory is fine. Parent
     /// directories are left alone, since other containers may share them.
     pub fn destroy(&self) -> Result<(), CgroupError> {
+        // The usual end: every process gone and no cgroup made below ours,
+        // so one rmdir per hierarchy does it. The kernel refuses (EBUSY)
+        // while a process or a child cgroup is left; those take the long
+        // way below.
+        if self.dirs.iter().all(|d| removed(&d.path)) {
+            return Ok(());
+        }
         if !self.all_pids()?.is_empty() {
             self.kill_all()?;
             let deadline = Instant::now() + Duration::from_secs(2);
@@ -811,6 +818,14 @@ impl Cgroup {
                 }
             }
         }
+    }
+}
+
+/// Whether `dir` is gone after an `rmdir` (or was already).
+fn removed(dir: &Path) -> bool {
+    match std::fs::remove_dir(dir) {
+        Ok(()) => true,
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
     }
 }
 

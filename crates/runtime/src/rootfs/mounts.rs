@@ -391,9 +391,10 @@ fn mount_cgroup(
         .map_err(|e| InitError::reason(InitStage::Mount, object.clone(), e.to_string()))?;
     let flags = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
     let target = resolve::open_in_root(ctx.root, dest, Create::Dir).map_err(err)?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     match &layout {
         Layout::Unified(host) => {
-            mount_cgroup2_or_bind(ctx, &target, host, flags).map_err(err)?;
+            mount_cgroup2_or_bind(ctx, &target, host, flags, &own).map_err(err)?;
         }
         Layout::Legacy {
             hierarchies,
@@ -430,8 +431,8 @@ fn mount_cgroup(
                     Err(Errno::EPERM)
                 };
                 if r.is_err() {
-                    let own = own_cgroup_dir(&h.mountpoint, &h.root, &h.controllers.join(","));
-                    bind_host(&t, &own, flags).map_err(sub_err)?;
+                    let dir = own_cgroup_dir(&own, &h.mountpoint, &h.root, &data);
+                    bind_host(&t, &dir, flags).map_err(sub_err)?;
                 }
                 // Co-mounted controllers get a symlink per controller, as
                 // on the host (cpu -> cpu,cpuacct).
@@ -449,7 +450,7 @@ fn mount_cgroup(
             if let Some(host) = unified {
                 let sub = dest.join("unified");
                 let t = resolve::open_in_root(ctx.root, &sub, Create::Dir).map_err(err)?;
-                mount_cgroup2_or_bind(ctx, &t, host, flags).map_err(err)?;
+                mount_cgroup2_or_bind(ctx, &t, host, flags, &own).map_err(err)?;
             }
             if flags.contains(MsFlags::MS_RDONLY) {
                 let top = resolve::open_in_root(ctx.root, dest, Create::No).map_err(err)?;
@@ -465,6 +466,7 @@ fn mount_cgroup2_or_bind(
     target: &OwnedFd,
     host: &Path,
     flags: MsFlags,
+    own: &str,
 ) -> nix::Result<()> {
     if ctx.cgroupns
         && mount(
@@ -478,16 +480,19 @@ fn mount_cgroup2_or_bind(
     {
         return Ok(());
     }
-    bind_host(target, &own_cgroup_dir(host, Path::new("/"), ""), flags)
+    bind_host(
+        target,
+        &own_cgroup_dir(own, host, Path::new("/"), ""),
+        flags,
+    )
 }
 
 /// The directory of the calling process's own cgroup in the hierarchy
-/// mounted at `mountpoint` (whose root is `root`), from
-/// `/proc/self/cgroup`; `controllers` is the hierarchy's list as written
-/// there (empty for cgroup2). Without a cgroup namespace, this is what a
-/// container sees at `/sys/fs/cgroup/<controller>`, as with runc.
-fn own_cgroup_dir(mountpoint: &Path, root: &Path, controllers: &str) -> PathBuf {
-    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+/// mounted at `mountpoint` (whose root is `root`), from `text`, the
+/// contents of `/proc/self/cgroup`; `controllers` is the hierarchy's list
+/// as written there (empty for cgroup2). Without a cgroup namespace, this
+/// is what a container sees at `/sys/fs/cgroup/<controller>`, as with runc.
+fn own_cgroup_dir(text: &str, mountpoint: &Path, root: &Path, controllers: &str) -> PathBuf {
     let want: std::collections::BTreeSet<&str> =
         controllers.split(',').filter(|c| !c.is_empty()).collect();
     for line in text.lines() {

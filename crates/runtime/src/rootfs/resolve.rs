@@ -43,7 +43,42 @@ pub(crate) fn open_in_root(root: &impl AsFd, path: &Path, create: Create) -> nix
         Err(Errno::ENOENT) if create != Create::No => {}
         Err(e) => return Err(e),
     }
+    if let Some(fd) = create_last(root, &rel, create) {
+        return Ok(fd);
+    }
     create_in_root(root, &rel, create)
+}
+
+/// The usual case of a missing path: its parent exists and only the last
+/// component is new. Makes it there and opens it without following links;
+/// `None` leaves every other case (a missing parent, a dangling symlink, a
+/// race, an error to report) to the walk of [`create_in_root`].
+fn create_last(root: &impl AsFd, rel: &Path, create: Create) -> Option<OwnedFd> {
+    let name = rel.file_name()?;
+    let parent = match rel.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = openat2(
+        root.as_fd(),
+        parent,
+        how(OFlag::O_PATH | OFlag::O_DIRECTORY),
+    )
+    .ok()?;
+    let beneath = ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS;
+    if create == Create::File {
+        let how = OpenHow::new()
+            .flags(OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC)
+            .mode(Mode::from_bits_truncate(0o644))
+            .resolve(beneath);
+        drop(openat2(dir.as_fd(), name, how).ok()?);
+    } else {
+        nix::sys::stat::mkdirat(dir.as_fd(), name, Mode::from_bits_truncate(0o755)).ok()?;
+    }
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(beneath);
+    openat2(dir.as_fd(), name, how).ok()
 }
 
 /// Walks `rel` from the root one component at a time, following symlinks
@@ -258,6 +293,39 @@ mod tests {
         assert!(t.path().join("a/b/c").is_file());
         let (_parent, name) = open_parent_in_root(&fd, Path::new("/a/b/d"), false).unwrap();
         assert_eq!(name, PathBuf::from("d"));
+    }
+
+    #[test]
+    fn last_component_is_made_in_its_parent_as_resolved_inside() {
+        let (t, fd) = root();
+        // An absolute link whose target exists both inside the root and
+        // outside it: the new directory goes inside.
+        let outside = tempfile::tempdir().unwrap();
+        let inside = t.path().join(outside.path().strip_prefix("/").unwrap());
+        std::fs::create_dir_all(&inside).unwrap();
+        symlink(outside.path(), t.path().join("link")).unwrap();
+        let got = open_in_root(&fd, Path::new("/link/new"), Create::Dir).unwrap();
+        assert_eq!(real(&got), inside.join("new"));
+        assert_eq!(file_type(&got).unwrap(), SFlag::S_IFDIR);
+        assert!(!outside.path().join("new").exists());
+    }
+
+    #[test]
+    fn dangling_last_link_is_followed_inside() {
+        let (t, fd) = root();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("made");
+        symlink(&target, t.path().join("d")).unwrap();
+        let got = open_in_root(&fd, Path::new("/d"), Create::Dir).unwrap();
+        assert!(
+            real(&got).starts_with(t.path()),
+            "{:?} left the root",
+            real(&got)
+        );
+        assert!(!target.exists());
+        let f = open_in_root(&fd, Path::new("/d/f"), Create::File).unwrap();
+        assert_eq!(file_type(&f).unwrap(), SFlag::S_IFREG);
+        assert!(!target.join("f").exists());
     }
 
     #[test]
