@@ -13,6 +13,12 @@
 # cost for it. A runtime that cannot run the bundle is reported as "failed" and left out
 # of the timing; the others are still measured.
 #
+# A fourth row, "floor", is not a runtime: util-linux unshare(1) through the same wrapper,
+# making the bundle's five namespaces (pid, network, ipc, uts, mount), chrooting into its
+# rootfs and running /bin/true there. It makes no cgroup, mounts nothing (no /proc, /dev,
+# /sys, masks), writes no state and needs no sealed re-exec, so no conforming runtime can be
+# faster; its ratio to crun bounds what the plinth/crun ratio can reach on this machine.
+#
 # Results: bench/out/<date>/ (hyperfine.{csv,json,md}, rss-<runtime>.txt, summary.{csv,md},
 # ratios.csv, machine.txt); the summary table is printed at the end.
 set -euo pipefail
@@ -91,6 +97,15 @@ exec unshare -m sh -c '
 SH
 chmod +x "$work/run-one"
 
+cat >"$work/floor-one" <<'SH'
+#!/bin/sh
+# floor-one ROOTFS CMD...   the bundle's namespaces and root, nothing else (see lifecycle.sh)
+exec unshare -m sh -c '
+	if mountpoint -q /sys/fs/cgroup/unified; then umount /sys/fs/cgroup/unified || exit 125; fi
+	exec unshare --fork --pid --net --ipc --uts --mount --root="$@"' sh "$@"
+SH
+chmod +x "$work/floor-one"
+
 # Which runtimes can run the bundle at all.
 declare -A STATUS
 ok=()
@@ -119,6 +134,16 @@ for rt in "${RUNTIMES[@]}"; do
 	fi
 done
 
+# The floor: PID 1 of its own namespaces, in the bundle's root.
+# shellcheck disable=SC2016 # expanded inside the namespaces
+floor_got=$("$work/floor-one" "$work/bundle/rootfs" /bin/sh -c 'echo "floor:$$"' 2>&1) || true
+if [ "$floor_got" = "floor:1" ] && "$work/floor-one" "$work/bundle/rootfs" /bin/true; then
+	FLOOR=ok
+else
+	FLOOR=failed
+	echo "floor: util-linux unshare does not run the bundle's root (got \"$floor_got\"): left out" >&2
+fi
+
 {
 	echo "date:    $(date -Iseconds)"
 	echo "kernel:  $(uname -r)"
@@ -139,6 +164,7 @@ if [ "${#ok[@]}" -gt 0 ]; then
 	for rt in "${ok[@]}"; do
 		args+=(-n "$rt" "$work/run-one ${BIN[$rt]} $roots/$rt $work/bundle")
 	done
+	[ "$FLOOR" != ok ] || args+=(-n floor "$work/floor-one $work/bundle/rootfs /bin/true")
 	if ! hyperfine --shell=none --warmup "$WARMUP" --runs "$RUNS" \
 		--export-csv "$out/hyperfine.csv" --export-json "$out/hyperfine.json" \
 		--export-markdown "$out/hyperfine.md" "${args[@]}"; then
@@ -193,10 +219,18 @@ for rt in "${RUNTIMES[@]}"; do
 	echo "$rt,${STATUS[$rt]},${MED[$rt]},$mean,$sd,$rss" >>"$out/summary.csv"
 	echo "| $rt | ${STATUS[$rt]} | ${MED[$rt]:--} | ${mean:--} ± ${sd:--} | ${rss:--} |" >>"$out/summary.md"
 done
+MED[floor]=""
+if [ "$FLOOR" = ok ]; then
+	MED[floor]=$(median_of floor)
+	echo "floor,reference,${MED[floor]},$(mean_of floor),$(stddev_of floor)," >>"$out/summary.csv"
+	echo "| floor (unshare, not a runtime) | reference | ${MED[floor]:--} | $(mean_of floor) ± $(stddev_of floor) | - |" >>"$out/summary.md"
+fi
+R_FLOOR=$(ratio "${MED[floor]}" "${MED[crun]}")
 R_CRUN=$(ratio "${MED[plinth]}" "${MED[crun]}")
 R_RUNC=$(ratio "${MED[plinth]}" "${MED[runc]}")
-printf 'ratio,value\nplinth/crun,%s\nplinth/runc,%s\n' "$R_CRUN" "$R_RUNC" >"$out/ratios.csv"
-printf '\nplinth/crun median ratio: %s\nplinth/runc median ratio: %s\n' "$R_CRUN" "$R_RUNC" >>"$out/summary.md"
+printf 'ratio,value\nplinth/crun,%s\nplinth/runc,%s\nfloor/crun,%s\n' "$R_CRUN" "$R_RUNC" "$R_FLOOR" >"$out/ratios.csv"
+printf '\nplinth/crun median ratio: %s\nplinth/runc median ratio: %s\nfloor/crun median ratio: %s\n' \
+	"$R_CRUN" "$R_RUNC" "$R_FLOOR" >>"$out/summary.md"
 
 step "summary ($out)"
 while IFS=, read -r rt st med mean sd rss; do
@@ -204,3 +238,4 @@ while IFS=, read -r rt st med mean sd rss; do
 done <"$out/summary.csv"
 echo "plinth/crun median ratio: $R_CRUN"
 echo "plinth/runc median ratio: $R_RUNC"
+echo "floor/crun median ratio:  $R_FLOOR (namespaces, chroot and /bin/true alone: see the top of this script)"
