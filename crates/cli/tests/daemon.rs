@@ -193,6 +193,7 @@ fn a_killed_supervisor_loses_no_container() {
     }
     let keeps = info(&td, "keeps")["pid"].as_i64().unwrap() as i32;
     let dies = info(&td, "dies")["pid"].as_i64().unwrap() as i32;
+    assert_eq!(info(&td, "dies")["restarts"].as_i64(), Some(0));
     let old = daemon_pid(&td);
 
     nix::sys::signal::kill(
@@ -225,10 +226,16 @@ fn a_killed_supervisor_loses_no_container() {
         c["state"] == "running" && c["pid"].as_i64().is_some_and(|p| p as i32 != dies)
     });
     assert_eq!(
+        info(&td, "dies")["restarts"].as_i64(),
+        Some(1),
+        "a restart at reconcile is counted"
+    );
+    assert_eq!(
         info(&td, "keeps")["pid"].as_i64(),
         Some(keeps as i64),
         "keeps was not restarted"
     );
+    assert_eq!(info(&td, "keeps")["restarts"].as_i64(), Some(0));
 
     // The adopted init is watched: when it ends, the new supervisor restarts it.
     nix::sys::signal::kill(

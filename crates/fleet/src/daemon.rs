@@ -386,6 +386,11 @@ impl Supervisor {
                 let _ = self.fleet.clear_run(&name);
             }
             if rec.desired == "running" && wants_restart(rec.spec.restart, code) {
+                // It ran and ended: starting it again is a restart, as when
+                // the supervisor sees the end itself.
+                if ended_unwatched {
+                    let _ = self.fleet.db.count_restart(&name);
+                }
                 self.queue_start(&name);
             }
         }
