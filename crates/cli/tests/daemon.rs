@@ -215,6 +215,21 @@ fn a_killed_supervisor_loses_no_container() {
     )
     .unwrap();
 
+    // Staging directories of two `plinth receive`s: one still running (this test's
+    // pid), one killed mid-way (a pid that is gone).
+    let containers = td.path().join("state/containers");
+    let live_receive = containers.join(format!(".receive-{}-0", std::process::id()));
+    let gone = {
+        let mut c = Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        pid
+    };
+    let killed_receive = containers.join(format!(".receive-{gone}-0"));
+    for d in [&live_receive, &killed_receive] {
+        std::fs::create_dir_all(d.join("upper")).unwrap();
+    }
+
     // The next command that needs a supervisor starts one, which reconciles: it
     // adopts `keeps` as it runs and restarts `dies` by its policy.
     let out = plinth(&td).args(["start", "keeps"]).output();
@@ -236,6 +251,15 @@ fn a_killed_supervisor_loses_no_container() {
         "keeps was not restarted"
     );
     assert_eq!(info(&td, "keeps")["restarts"].as_i64(), Some(0));
+    assert!(
+        live_receive.join("upper").is_dir(),
+        "reconcile removed the staging directory of a receive under way"
+    );
+    assert!(
+        !killed_receive.exists(),
+        "reconcile left a killed receive's staging directory"
+    );
+    std::fs::remove_dir_all(&live_receive).unwrap();
 
     // The adopted init is watched: when it ends, the new supervisor restarts it.
     nix::sys::signal::kill(

@@ -334,6 +334,14 @@ impl Supervisor {
         if let Ok(dir) = std::fs::read_dir(self.fleet.state_dir.join("containers")) {
             for e in dir.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
+                if plinth_store::work_owner(&e.file_name()).is_some() {
+                    // A receive's staging directory: its own while that
+                    // receive runs.
+                    if plinth_store::is_stale_work(&e.file_name()) {
+                        let _ = plinth_store::remove_all(&e.path());
+                    }
+                    continue;
+                }
                 if !known.contains(&name) {
                     let _ = self.fleet.clear_run(&name);
                     if !mounted_below(&e.path()) {

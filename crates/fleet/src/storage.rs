@@ -184,6 +184,7 @@ impl Fleet {
                 dir.display()
             )));
         }
+        self.sweep_stale_receives();
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let staging = self.state_dir.join("containers").join(format!(
             ".receive-{}-{}",
@@ -218,5 +219,18 @@ impl Fleet {
             return Err(e);
         }
         Ok(done(true))
+    }
+
+    /// Removes the staging directories of receives that were killed
+    /// mid-way (their process is gone).
+    fn sweep_stale_receives(&self) {
+        let Ok(entries) = std::fs::read_dir(self.state_dir.join("containers")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if plinth_store::is_stale_work(&e.file_name()) {
+                let _ = plinth_store::remove_all(&e.path());
+            }
+        }
     }
 }

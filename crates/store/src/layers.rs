@@ -178,6 +178,38 @@ fn work_name(what: &str) -> String {
     )
 }
 
+/// What the work names of this crate (and `plinth receive`'s staging
+/// directory) start with, after the dot.
+const WORK_KINDS: &[&str] = &[
+    "snap",
+    "manifest",
+    "send",
+    "recv-snap",
+    "recv-manifest",
+    "recv-upper",
+    "receive",
+];
+
+/// The process that made the work file or directory `name`
+/// (`.{kind}-{pid}-{n}`), if `name` is one.
+pub fn work_owner(name: &std::ffi::OsStr) -> Option<i32> {
+    let rest = name.to_str()?.strip_prefix('.')?;
+    let mut parts = rest.rsplitn(3, '-');
+    parts.next()?.parse::<u64>().ok()?;
+    let pid = parts.next()?.parse::<i32>().ok().filter(|p| *p > 0)?;
+    WORK_KINDS.contains(&parts.next()?).then_some(pid)
+}
+
+/// Whether `name` is work left by a process that is gone: one killed
+/// mid-way, whose cleanup never ran. A live process of that pid (the
+/// owner, or one that reused its pid) keeps it.
+pub fn is_stale_work(name: &std::ffi::OsStr) -> bool {
+    work_owner(name).is_some_and(|pid| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH)
+    })
+}
+
 /// Removes `paths` when dropped, unless disarmed.
 struct Cleanup(Vec<PathBuf>);
 
@@ -232,7 +264,28 @@ impl Layers {
         for d in [self.snap_dir(), self.dir.join("manifests")] {
             std::fs::create_dir_all(&d).map_err(io_err(format!("{}: mkdir", d.display())))?;
         }
+        self.sweep_stale_work();
         Ok(())
+    }
+
+    /// Removes what killed snapshots, sends and receives left here (their
+    /// work names, of processes that are gone). Best effort: what cannot
+    /// be removed now is tried again by the next operation.
+    fn sweep_stale_work(&self) {
+        for d in [
+            self.dir.clone(),
+            self.snap_dir(),
+            self.dir.join("manifests"),
+        ] {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if is_stale_work(&e.file_name()) {
+                    let _ = remove_all(&e.path());
+                }
+            }
+        }
     }
 
     /// A name for a snapshot taken now: `YYYYMMDDTHHMMSSZ`, with `-2`,
@@ -691,5 +744,69 @@ impl Staged {
         }
         self.cleanup.0.retain(|p| p == &self.upper);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    /// The pid of a process that has ended and been reaped.
+    fn dead_pid() -> i32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        child.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn work_names_name_their_process() {
+        assert_eq!(work_owner(OsStr::new(".recv-upper-123-4")), Some(123));
+        assert_eq!(work_owner(OsStr::new(".receive-77-0")), Some(77));
+        assert_eq!(work_owner(OsStr::new(".send-9-12")), Some(9));
+        for not in [
+            "recv-upper-123-4",
+            ".recv-upper-123",
+            ".recv-upper-x-4",
+            ".recv-upper-0-4",
+            ".mine-123-4",
+            "upper",
+            ".",
+        ] {
+            assert_eq!(work_owner(OsStr::new(not)), None, "{not}");
+        }
+        assert_eq!(
+            work_owner(OsStr::new(&work_name("recv-snap"))),
+            Some(std::process::id() as i32)
+        );
+    }
+
+    #[test]
+    fn stale_work_of_killed_operations_is_swept_and_live_work_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let l = Layers::new(t.path());
+        l.ensure_dirs().unwrap();
+        let dead = dead_pid();
+        let stale = [
+            t.path().join(format!(".recv-upper-{dead}-0")),
+            t.path().join(format!(".recv-manifest-{dead}-1")),
+            l.snap_dir().join(format!(".send-{dead}-2")),
+            t.path()
+                .join("manifests")
+                .join(format!(".manifest-{dead}-3")),
+        ];
+        let live = t.path().join(work_name("recv-upper"));
+        let other = t.path().join(format!(".mine-{dead}-5"));
+        for d in stale.iter().chain([&live, &other]) {
+            std::fs::create_dir_all(d.join("sub")).unwrap();
+            std::fs::write(d.join("sub/file"), b"x").unwrap();
+        }
+        l.ensure_dirs().unwrap();
+        for d in &stale {
+            assert!(!d.exists(), "{} left", d.display());
+        }
+        assert!(live.join("sub/file").exists(), "live work removed");
+        assert!(other.exists(), "a name that is not work removed");
     }
 }
