@@ -196,6 +196,31 @@ impl ContainerState {
         };
     }
 
+    /// Every process of the container: those its cgroup lists or, for a
+    /// container with no cgroup of its own that lists processes (one that
+    /// inherits those hierarchies, see `cgroups::V1_INHERIT_ANNOTATION`),
+    /// those of its own PID namespace, found through `/proc`. `kill --all`,
+    /// `ps` and `delete --force` act on these.
+    pub(crate) fn processes(&self) -> Result<Vec<Pid>, Error> {
+        if let Some(cg) = self.cgroup.as_ref().filter(|cg| cg.lists_processes()) {
+            return Ok(cg.pids()?);
+        }
+        if self.shared_pid_ns || !self.init_alive() {
+            return Ok(Vec::new());
+        }
+        let ns_of = |pid: &str| fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+        let Some(ns) = ns_of(&self.pid.to_string()) else {
+            return Ok(Vec::new());
+        };
+        let entries = fs::read_dir("/proc").map_err(|e| Error::io("/proc", e))?;
+        Ok(entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+            .filter(|pid| ns_of(&pid.to_string()).as_ref() == Some(&ns))
+            .map(Pid::from_raw)
+            .collect())
+    }
+
     /// Whether the init still runs (and is not a zombie).
     pub(crate) fn init_alive(&self) -> bool {
         self.pid > 0

@@ -54,9 +54,9 @@ pub fn delete(root: &RuntimeRoot, id: &str, force: bool) -> Result<(), Error> {
 fn stop(st: &ContainerState) -> Result<(), Error> {
     if let Some(cg) = &st.cgroup {
         let _ = cg.freeze(crate::cgroups::FreezerState::Thawed);
-        for pid in cg.pids().unwrap_or_default() {
-            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-        }
+    }
+    for pid in st.processes().unwrap_or_default() {
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
     }
     let _ = super::kill::signal_init(st, Signal::SIGKILL);
     let deadline = Instant::now() + Duration::from_secs(10);

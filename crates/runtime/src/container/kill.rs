@@ -40,7 +40,7 @@ pub fn kill(root: &RuntimeRoot, id: &str, signal: Signal, all: bool) -> Result<(
         });
     }
     if all || st.shared_pid_ns {
-        for pid in processes(&st)? {
+        for pid in st.processes()? {
             let _ = nix::sys::signal::kill(pid, signal);
         }
     } else {
@@ -53,30 +53,6 @@ pub fn kill(root: &RuntimeRoot, id: &str, signal: Signal, all: bool) -> Result<(
         }
     }
     Ok(())
-}
-
-/// Every process of the container: those its cgroup lists or, for a
-/// container with no cgroup of its own that lists processes (one that
-/// inherits those hierarchies, see `cgroups::V1_INHERIT_ANNOTATION`),
-/// those of its own PID namespace, found through `/proc`.
-pub(super) fn processes(st: &ContainerState) -> Result<Vec<Pid>, Error> {
-    if let Some(cg) = st.cgroup.as_ref().filter(|cg| cg.lists_processes()) {
-        return Ok(cg.pids()?);
-    }
-    if st.shared_pid_ns || !st.init_alive() {
-        return Ok(Vec::new());
-    }
-    let ns_of = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
-    let Some(ns) = ns_of(&st.pid.to_string()) else {
-        return Ok(Vec::new());
-    };
-    let entries = std::fs::read_dir("/proc").map_err(|e| Error::io("/proc", e))?;
-    Ok(entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
-        .filter(|pid| ns_of(&pid.to_string()).as_ref() == Some(&ns))
-        .map(Pid::from_raw)
-        .collect())
 }
 
 pub(super) fn signal_init(st: &ContainerState, signal: Signal) -> Result<(), Error> {

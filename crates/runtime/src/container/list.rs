@@ -21,7 +21,7 @@ pub fn list(root: &RuntimeRoot) -> Result<Vec<ContainerState>, Error> {
 /// The pids of container `id` (every process of its cgroup).
 pub fn ps(root: &RuntimeRoot, id: &str) -> Result<Vec<Pid>, Error> {
     let st = ContainerState::load(root, id)?;
-    let pids = super::kill::processes(&st)?;
+    let pids = st.processes()?;
     Ok(if pids.is_empty() && st.init_alive() {
         vec![Pid::from_raw(st.pid)]
     } else {
