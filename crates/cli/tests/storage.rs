@@ -185,7 +185,9 @@ fn set_xattr(path: &Path, name: &str, value: &[u8]) {
 /// Every path under `root` (and `root` itself as ""), described as plinth must keep it.
 fn describe(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let mut inodes: BTreeMap<u64, String> = BTreeMap::new();
+    // Each file's inode, to mark the hard links within this tree (a link count
+    // above one may also come from a snapshot sharing the file with another).
+    let mut inode_of: Vec<(String, u64)> = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let p = root.join(&rel);
@@ -213,16 +215,23 @@ fn describe(root: &Path) -> BTreeMap<String, String> {
         } else if ft.is_symlink() {
             d += &format!(" -> {:?}", fs::read_link(&p).unwrap());
         } else if ft.is_file() {
-            if md.nlink() > 1 {
-                let first = inodes.entry(md.ino()).or_insert_with(|| key.clone());
-                d += &format!(" inode-of {first}");
-            }
+            inode_of.push((key.clone(), md.ino()));
             let data = fs::read(&p).unwrap();
             d += &format!(" size {} sha256 {:x}", md.len(), Sha256::digest(&data));
         } else {
             d += &format!(" rdev {}", md.rdev());
         }
         out.insert(key, d);
+    }
+    let mut paths: BTreeMap<u64, Vec<&String>> = BTreeMap::new();
+    for (key, ino) in &inode_of {
+        paths.entry(*ino).or_default().push(key);
+    }
+    for (key, ino) in &inode_of {
+        if let [first, _, ..] = paths[ino][..] {
+            let d = out.get_mut(key).unwrap();
+            *d = format!("{d} inode-of {first}");
+        }
     }
     out
 }

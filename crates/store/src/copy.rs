@@ -204,6 +204,9 @@ fn entry_of(
 
 struct Walk<'a> {
     hash: bool,
+    /// Link the files of `dst` to those of the source instead of copying
+    /// them (see [`share_tree`]).
+    share: bool,
     dst: Option<&'a Root>,
     links: HashMap<(u64, u64), Vec<u8>>,
     manifest: Manifest,
@@ -223,6 +226,26 @@ fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
 }
 
 impl Walk<'_> {
+    /// Makes `p` in the destination a hard link of `name` in `sdir`;
+    /// `false` when the filesystem refuses (another filesystem, too many
+    /// links, a protected link), for the caller to copy it instead.
+    fn link_from(&self, sdir: BorrowedFd<'_>, name: &OsStr, p: &[u8]) -> io::Result<bool> {
+        let Some(dst) = self.dst else {
+            return Ok(false);
+        };
+        let to = dst.at(p)?;
+        match rustix::fs::linkat(sdir, name, &to.dir, to.name_os(), AtFlags::empty()) {
+            Ok(()) => Ok(true),
+            Err(
+                rustix::io::Errno::XDEV
+                | rustix::io::Errno::MLINK
+                | rustix::io::Errno::PERM
+                | rustix::io::Errno::ACCESS,
+            ) => Ok(false),
+            Err(e) => Err(op_err("link", p)(e.into())),
+        }
+    }
+
     fn dir(&mut self, sdir: BorrowedFd<'_>, path: &[u8]) -> io::Result<()> {
         for name in list_dir(sdir).map_err(op_err("list", path))? {
             let p = join(path, &name);
@@ -250,6 +273,14 @@ impl Walk<'_> {
                     self.manifest.entries.insert(PathKey(p.clone()), e.clone());
                     self.dirs.push((p.clone(), e));
                     self.dir(sub.as_fd(), &p)?;
+                    continue;
+                }
+                Kind::File if self.share && self.link_from(sdir, os, &p)? => {
+                    // The same inode: its metadata is already the source's,
+                    // and must not be touched (chown would drop setuid
+                    // bits of the source too, if only for a moment).
+                    e.size = st.st_size as u64;
+                    self.manifest.entries.insert(PathKey(p), e);
                     continue;
                 }
                 Kind::File => {
@@ -316,6 +347,25 @@ pub(crate) fn copy_tree(
     dst: Option<&Path>,
     hash: bool,
 ) -> Result<Manifest, StoreError> {
+    walk_tree(src, dst, hash, false)
+}
+
+/// Makes `dst` (existing and empty) a tree like `src` whose files are hard
+/// links to those of `src`: new directories, symlinks and device nodes,
+/// and no file data copied. Only for trees whose files are never written
+/// in place, such as snapshots and a stream's receiving copy (which
+/// replaces a file rather than writing into it); a file the filesystem
+/// will not link is copied. The manifest has no content hashes.
+pub(crate) fn share_tree(src: &Path, dst: &Path) -> Result<Manifest, StoreError> {
+    walk_tree(src, Some(dst), false, true)
+}
+
+fn walk_tree(
+    src: &Path,
+    dst: Option<&Path>,
+    hash: bool,
+    share: bool,
+) -> Result<Manifest, StoreError> {
     let sfd = rustix::fs::open(
         src,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -329,6 +379,7 @@ pub(crate) fn copy_tree(
     let top = entry_of(sfd.as_fd(), b"", &st, b"").map_err(io_err(src.display().to_string()))?;
     let mut w = Walk {
         hash,
+        share,
         dst: root.as_ref(),
         links: HashMap::new(),
         manifest: Manifest::default(),

@@ -648,7 +648,11 @@ impl Layers {
                         }
                         std::fs::create_dir(&snap)
                             .map_err(io_err(format!("{}: mkdir", snap.display())))?;
-                        copy::copy_tree(&self.snap_path(p), Some(&snap), false)?;
+                        // The stream replaces the files it changes and never
+                        // writes into one, so the new snapshot can share
+                        // the parent's files; only the upper layer below
+                        // is a copy.
+                        copy::share_tree(&self.snap_path(p), &snap)?;
                         m
                     }
                     None => {
@@ -758,6 +762,56 @@ mod tests {
         let pid = child.id() as i32;
         child.wait().unwrap();
         pid
+    }
+
+    #[test]
+    fn an_incremental_tree_receive_shares_unchanged_files_with_its_parent() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (la, lb) = (Layers::new(a.path()), Layers::new(b.path()));
+        // A plain directory as the upper layer: tree snapshots, on any
+        // filesystem.
+        let up = la.upper();
+        std::fs::create_dir(&up).unwrap();
+        for (name, text) in [("keep", "same"), ("change", "v1"), ("gone", "x")] {
+            std::fs::write(up.join(name), text).unwrap();
+        }
+        std::fs::set_permissions(up.join("keep"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+        let transfer = |snap: &str, from: Option<&str>| {
+            la.snapshot(snap).unwrap();
+            let mut stream = Vec::new();
+            la.send(Some(snap), from, serde_json::json!({}), &mut stream)
+                .unwrap();
+            lb.receive(PayloadReader::new(&stream[..]).unwrap())
+                .unwrap()
+                .commit()
+                .unwrap();
+        };
+        transfer("s1", None);
+        std::fs::write(up.join("change"), "v2").unwrap();
+        std::fs::remove_file(up.join("gone")).unwrap();
+        std::fs::write(up.join("new"), "n").unwrap();
+        transfer("s2", Some("s1"));
+
+        let (s1, s2, upper) = (lb.snap_path("s1"), lb.snap_path("s2"), lb.upper());
+        // The parent snapshot is as it was.
+        assert_eq!(std::fs::read_to_string(s1.join("change")).unwrap(), "v1");
+        assert!(s1.join("gone").exists());
+        let mode = std::fs::metadata(s1.join("keep")).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o4755, "the parent's setuid file changed");
+        // The new one and the upper layer hold the new tree.
+        for dir in [&s2, &upper] {
+            assert_eq!(std::fs::read_to_string(dir.join("change")).unwrap(), "v2");
+            assert_eq!(std::fs::read_to_string(dir.join("new")).unwrap(), "n");
+            assert_eq!(std::fs::read_to_string(dir.join("keep")).unwrap(), "same");
+            assert!(!dir.join("gone").exists());
+        }
+        // Unchanged files are shared between snapshots, never with the upper
+        // layer, which the container writes.
+        assert_eq!(ino(&s1.join("keep")), ino(&s2.join("keep")));
+        assert_ne!(ino(&s1.join("change")), ino(&s2.join("change")));
+        assert_ne!(ino(&s2.join("keep")), ino(&upper.join("keep")));
     }
 
     #[test]
