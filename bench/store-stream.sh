@@ -37,9 +37,18 @@ WORK=$(mktemp -d /var/tmp/plinth-store-bench.XXXXXX)
 C=bench-store
 trap 'cleanup' EXIT
 
+# Every data directory the benchmark uses, each with its own --root (a supervisor's
+# socket lives there, and serves one data directory).
+DATA_DIRS=("$WORK/bt/A" "$WORK/bt/B" "$WORK/ext4/A" "$WORK/ext4/B")
 cleanup() {
 	set +e
-	umount "$WORK/bt" 2>/dev/null
+	# The supervisors that new, rm and receive started hold their data directories
+	# open: stop them, or the btrfs filesystem cannot be unmounted.
+	local d
+	for d in "${DATA_DIRS[@]}"; do
+		[ -d "$d" ] && "$PLINTH" --root "$d.run" --data-dir "$d" daemon --stop >/dev/null 2>&1
+	done
+	umount "$WORK/bt" 2>/dev/null || echo "warning: $WORK/bt is still mounted" >&2
 	rm -rf "$WORK"
 }
 
@@ -67,8 +76,8 @@ PY
 
 run_backend() {
 	local backend=$1 root=$2
-	local A="$PLINTH --root $WORK/run --data-dir $root/A"
-	local B="$PLINTH --root $WORK/run --data-dir $root/B"
+	local A="$PLINTH --root $root/A.run --data-dir $root/A"
+	local B="$PLINTH --root $root/B.run --data-dir $root/B"
 	local S=$WORK/streams-$backend
 	mkdir -p "$S"
 	step "$backend: the container and its tree"
@@ -95,7 +104,6 @@ run_backend() {
 	local snaps=$root/A/containers/$C/snapshots
 	$A send "$C@s1" >"$S/full.plinth" 2>/dev/null
 	$A send "$C@s2" --from s1 >"$S/inc.plinth" 2>/dev/null
-	local sz
 	sz() { stat -c %s "$1"; }
 
 	step "$backend: send"
