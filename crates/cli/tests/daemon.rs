@@ -532,3 +532,33 @@ fn one_socket_serves_one_data_directory() {
     );
     assert_eq!(info(&td, "here")["state"], "running");
 }
+
+#[test]
+fn a_supervisor_whose_socket_file_is_removed_binds_it_again() {
+    if !require_root() {
+        return;
+    }
+    let td = TestDir::new("daemon-socket-gone");
+    let _g = FleetGuard(&td, vec![]);
+    new(&td, "kept", &[], &["/bin/busybox", "sleep", "1000"]);
+    plinth(&td).args(["start", "kept"]).assert_success();
+    let supervisor = daemon_pid(&td);
+    // A cleaned /run: the supervisor still holds the data directory's lock, so no
+    // other could start; it must be reachable again by itself.
+    let sock = td.path().join("root/plinth.sock");
+    std::fs::remove_file(&sock).unwrap();
+    wait_for("the socket bound again", Duration::from_secs(10), || {
+        sock.exists()
+    });
+    plinth(&td)
+        .args(["stop", "--timeout", "1", "kept"])
+        .assert_success();
+    assert_eq!(info(&td, "kept")["state"], "stopped");
+    assert_eq!(
+        daemon_pid(&td),
+        supervisor,
+        "a second supervisor was started"
+    );
+    let log = std::fs::read_to_string(td.path().join("state/daemon.log")).unwrap_or_default();
+    assert!(log.contains("bound it again"), "{log}");
+}

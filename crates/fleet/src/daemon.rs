@@ -166,6 +166,8 @@ struct Supervisor {
     opts: DaemonOptions,
     epoll: Epoll,
     listener: UnixListener,
+    /// The device and inode of the socket file `listener` is bound to.
+    socket_id: (u64, u64),
     signals: SignalFd,
     units: HashMap<String, Unit>,
     procs: HashMap<u64, (String, Role)>,
@@ -195,6 +197,22 @@ pub fn supervisor_runs(state_dir: &Path) -> bool {
             .is_ok_and(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()),
         Err(_) => false,
     }
+}
+
+/// Binds the API socket at `socket` (mode 0600), non-blocking; returns it
+/// with the device and inode of its file.
+fn bind(socket: &Path) -> Result<(UnixListener, (u64, u64)), FleetError> {
+    use std::os::unix::fs::MetadataExt;
+    let err = || io(socket.display().to_string());
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(io(dir.display().to_string()))?;
+    }
+    let listener = UnixListener::bind(socket).map_err(err())?;
+    std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(err())?;
+    listener.set_nonblocking(true).map_err(err())?;
+    let m = std::fs::symlink_metadata(socket).map_err(err())?;
+    Ok((listener, (m.dev(), m.ino())))
 }
 
 /// Runs the supervisor until SIGTERM or SIGINT (the containers keep
@@ -245,18 +263,9 @@ pub fn serve(fleet: Fleet, opts: DaemonOptions) -> Result<(), FleetError> {
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| io("signalfd")(e.into()))?;
 
-    let socket = &opts.socket;
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).map_err(io(dir.display().to_string()))?;
-    }
     // The lock is held: a socket file left there is a dead supervisor's.
-    let _ = std::fs::remove_file(socket);
-    let listener = UnixListener::bind(socket).map_err(io(socket.display().to_string()))?;
-    std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .map_err(io(socket.display().to_string()))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(io(socket.display().to_string()))?;
+    let _ = std::fs::remove_file(&opts.socket);
+    let (listener, socket_id) = bind(&opts.socket)?;
 
     let epoll =
         Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| io("epoll_create")(e.into()))?;
@@ -270,6 +279,7 @@ pub fn serve(fleet: Fleet, opts: DaemonOptions) -> Result<(), FleetError> {
         opts,
         epoll,
         listener,
+        socket_id,
         signals,
         units: HashMap::new(),
         procs: HashMap::new(),
@@ -283,7 +293,13 @@ pub fn serve(fleet: Fleet, opts: DaemonOptions) -> Result<(), FleetError> {
     };
     sup.reconcile()?;
     let run = sup.run();
-    let _ = std::fs::remove_file(&sup.opts.socket);
+    // Ours only: another supervisor may have bound a socket there since.
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::symlink_metadata(&sup.opts.socket)
+        .is_ok_and(|m| (m.dev(), m.ino()) == sup.socket_id)
+    {
+        let _ = std::fs::remove_file(&sup.opts.socket);
+    }
     run
 }
 
@@ -494,8 +510,41 @@ impl Supervisor {
             self.next_tick = now + TICK;
             self.rotate_logs();
             self.reap_strays();
+            self.keep_socket();
         }
         self.pump();
+    }
+
+    /// Binds the socket again when its file is gone (a cleaned `/run`, a
+    /// removed `--root`): this supervisor holds the data directory's lock,
+    /// so without its socket no command could reach it and none could
+    /// start another. A file someone else put there is left alone.
+    fn keep_socket(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::symlink_metadata(&self.opts.socket) {
+            Ok(m) if (m.dev(), m.ino()) == self.socket_id => return,
+            Ok(_) => return,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(_) => return,
+        }
+        match bind(&self.opts.socket) {
+            Ok((listener, id)) => {
+                let _ = self.epoll.delete(&self.listener);
+                if let Err(e) = self
+                    .epoll
+                    .add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTEN))
+                {
+                    tracing::warn!("{}: epoll_ctl: {e}", self.opts.socket.display());
+                }
+                self.listener = listener;
+                self.socket_id = id;
+                tracing::warn!(
+                    "{}: the socket file was removed; bound it again",
+                    self.opts.socket.display()
+                );
+            }
+            Err(e) => tracing::warn!("{e}"),
+        }
     }
 
     // ---- the API -------------------------------------------------------
