@@ -75,8 +75,14 @@ fn attach(g: &GlobalArgs, mut fleet: Fleet) -> Result<Fleet> {
         Some(c) => c,
         None => start_daemon(g, &sock)?,
     };
-    // One socket, one data directory: a supervisor of another one would
-    // act on other containers.
+    ensure_ours(g, &sock, &client)?;
+    fleet.attach(client);
+    Ok(fleet)
+}
+
+/// One socket, one data directory: a supervisor of another one would act
+/// on other containers.
+fn ensure_ours(g: &GlobalArgs, sock: &std::path::Path, client: &Client) -> Result<()> {
     let theirs = client.info()["data_dir"].as_str().map(PathBuf::from);
     let ours = state_dir(g);
     let same =
@@ -89,8 +95,7 @@ fn attach(g: &GlobalArgs, mut fleet: Fleet) -> Result<Fleet> {
             ours.display()
         );
     }
-    fleet.attach(client);
-    Ok(fleet)
+    Ok(())
 }
 
 /// Starts `plinth daemon` in the background (its output goes to
@@ -162,6 +167,7 @@ pub fn daemon(g: &GlobalArgs, a: &DaemonArgs) -> Result<i32> {
             println!("no supervisor answers on {}", socket(g).display());
             return Ok(0);
         };
+        ensure_ours(g, &socket(g), &client)?;
         let pid = client.info()["pid"]
             .as_i64()
             .context("the supervisor did not say its pid")? as i32;

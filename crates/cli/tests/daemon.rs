@@ -531,6 +531,29 @@ fn one_socket_serves_one_data_directory() {
         out.stderr
     );
     assert_eq!(info(&td, "here")["state"], "running");
+
+    // Nor can it stop that supervisor, or start one of its own over its socket.
+    let first = daemon_pid(&td);
+    let elsewhere = td.path().join("elsewhere");
+    for verb in [&["daemon", "--stop"][..], &["daemon"][..]] {
+        let out = plinth(&td)
+            .arg("--data-dir")
+            .arg(&elsewhere)
+            .args(verb)
+            .output();
+        assert!(!out.status.success(), "{verb:?}: {}", out.stdout);
+        assert!(
+            out.stderr
+                .contains("give each data directory its own --root"),
+            "{verb:?}: {}",
+            out.stderr
+        );
+    }
+    assert!(alive(first), "the first supervisor was stopped");
+    assert!(td.path().join("root/plinth.sock").exists());
+    plinth(&td)
+        .args(["stop", "--timeout", "1", "here"])
+        .assert_success();
 }
 
 #[test]
@@ -549,6 +572,13 @@ fn a_supervisor_whose_socket_file_is_removed_binds_it_again() {
     std::fs::remove_file(&sock).unwrap();
     wait_for("the socket bound again", Duration::from_secs(10), || {
         sock.exists()
+    });
+    // A dead socket file in its place (left by a killed process): replaced too.
+    std::fs::remove_file(&sock).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(std::os::unix::net::UnixStream::connect(&sock).is_err());
+    wait_for("a live socket again", Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
     });
     plinth(&td)
         .args(["stop", "--timeout", "1", "kept"])

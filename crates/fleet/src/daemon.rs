@@ -263,7 +263,16 @@ pub fn serve(fleet: Fleet, opts: DaemonOptions) -> Result<(), FleetError> {
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| io("signalfd")(e.into()))?;
 
-    // The lock is held: a socket file left there is a dead supervisor's.
+    // The lock is held, so no other supervisor of this data directory runs:
+    // one that answers there serves another data directory behind the same
+    // --root, and keeps its socket. A file nobody answers on is a dead
+    // supervisor's.
+    if UnixStream::connect(&opts.socket).is_ok() {
+        return Err(FleetError::Daemon(format!(
+            "a supervisor of another data directory answers on {}: give each data directory its own --root",
+            opts.socket.display()
+        )));
+    }
     let _ = std::fs::remove_file(&opts.socket);
     let (listener, socket_id) = bind(&opts.socket)?;
 
@@ -516,13 +525,23 @@ impl Supervisor {
     }
 
     /// Binds the socket again when its file is gone (a cleaned `/run`, a
-    /// removed `--root`): this supervisor holds the data directory's lock,
-    /// so without its socket no command could reach it and none could
-    /// start another. A file someone else put there is left alone.
+    /// removed `--root`) or is a dead socket nobody listens on (that of a
+    /// supervisor of another data directory that was killed): this
+    /// supervisor holds the data directory's lock, so without its socket
+    /// no command could reach it and none could start another. A live
+    /// socket or any other file someone put there is left alone.
     fn keep_socket(&mut self) {
-        use std::os::unix::fs::MetadataExt;
-        match std::fs::symlink_metadata(&self.opts.socket) {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let path = &self.opts.socket;
+        match std::fs::symlink_metadata(path) {
             Ok(m) if (m.dev(), m.ino()) == self.socket_id => return,
+            Ok(m)
+                if m.file_type().is_socket()
+                    && UnixStream::connect(path)
+                        .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused) =>
+            {
+                let _ = std::fs::remove_file(path);
+            }
             Ok(_) => return,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(_) => return,
@@ -539,7 +558,7 @@ impl Supervisor {
                 self.listener = listener;
                 self.socket_id = id;
                 tracing::warn!(
-                    "{}: the socket file was removed; bound it again",
+                    "{}: the socket file was removed or dead; bound it again",
                     self.opts.socket.display()
                 );
             }
