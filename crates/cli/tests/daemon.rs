@@ -592,3 +592,32 @@ fn a_supervisor_whose_socket_file_is_removed_binds_it_again() {
     let log = std::fs::read_to_string(td.path().join("state/daemon.log")).unwrap_or_default();
     assert!(log.contains("bound it again"), "{log}");
 }
+
+#[test]
+fn a_supervisor_whose_lock_file_is_removed_ends_and_the_next_one_adopts() {
+    if !require_root() {
+        return;
+    }
+    let td = TestDir::new("daemon-lock-gone");
+    let _g = FleetGuard(&td, vec![]);
+    new(&td, "kept", &[], &["/bin/busybox", "sleep", "1000"]);
+    plinth(&td).args(["start", "kept"]).assert_success();
+    let first = daemon_pid(&td);
+    let init = info(&td, "kept")["pid"].as_i64().unwrap();
+    // Without its lock file the next command would start a second supervisor on a
+    // new one: the first must give way, and its containers must not notice.
+    std::fs::remove_file(td.path().join("state/daemon.lock")).unwrap();
+    wait_for("the first supervisor gone", Duration::from_secs(10), || {
+        !alive(first)
+    });
+    assert!(
+        alive(init as i32),
+        "the container ended with its supervisor"
+    );
+    plinth(&td)
+        .args(["stop", "--timeout", "1", "kept"])
+        .assert_success();
+    assert_ne!(daemon_pid(&td), first);
+    assert_eq!(info(&td, "kept")["state"], "stopped");
+    assert!(!alive(init as i32));
+}

@@ -168,6 +168,8 @@ struct Supervisor {
     listener: UnixListener,
     /// The device and inode of the socket file `listener` is bound to.
     socket_id: (u64, u64),
+    /// The data directory's lock file, locked for as long as this runs.
+    lock: Flock<File>,
     signals: SignalFd,
     units: HashMap<String, Unit>,
     procs: HashMap<u64, (String, Role)>,
@@ -289,6 +291,7 @@ pub fn serve(fleet: Fleet, opts: DaemonOptions) -> Result<(), FleetError> {
         epoll,
         listener,
         socket_id,
+        lock,
         signals,
         units: HashMap::new(),
         procs: HashMap::new(),
@@ -520,8 +523,24 @@ impl Supervisor {
             self.rotate_logs();
             self.reap_strays();
             self.keep_socket();
+            self.keep_lock();
         }
         self.pump();
+    }
+
+    /// Ends this supervisor when its lock file was removed (the data
+    /// directory deleted or replaced): the next command would start a
+    /// supervisor on a new lock file, and two must never act on the same
+    /// containers. The containers keep running; that one adopts them.
+    fn keep_lock(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        if self.lock.metadata().is_ok_and(|m| m.nlink() == 0) {
+            tracing::warn!(
+                "{}: the lock file was removed; this supervisor ends",
+                self.fleet.state_dir().join(LOCK_FILE).display()
+            );
+            self.quit = true;
+        }
     }
 
     /// Binds the socket again when its file is gone (a cleaned `/run`, a
