@@ -358,16 +358,13 @@ impl Supervisor {
         let known: std::collections::HashSet<String> =
             records.iter().map(|r| r.spec.name.clone()).collect();
         // Directories a crash left without a record (between `new` making
-        // the layers and recording them).
+        // the layers and recording them). A receive's staging directory is
+        // its own while that receive runs.
+        self.fleet.sweep_stale_receives();
         if let Ok(dir) = std::fs::read_dir(self.fleet.state_dir.join("containers")) {
             for e in dir.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
                 if plinth_store::work_owner(&e.file_name()).is_some() {
-                    // A receive's staging directory: its own while that
-                    // receive runs.
-                    if plinth_store::is_stale_work(&e.file_name()) {
-                        let _ = plinth_store::remove_all(&e.path());
-                    }
                     continue;
                 }
                 if !known.contains(&name) {

@@ -223,14 +223,7 @@ impl Fleet {
 
     /// Removes the staging directories of receives that were killed
     /// mid-way (their process is gone).
-    fn sweep_stale_receives(&self) {
-        let Ok(entries) = std::fs::read_dir(self.state_dir.join("containers")) else {
-            return;
-        };
-        for e in entries.flatten() {
-            if plinth_store::is_stale_work(&e.file_name()) {
-                let _ = plinth_store::remove_all(&e.path());
-            }
-        }
+    pub(crate) fn sweep_stale_receives(&self) {
+        plinth_store::remove_stale_work(&self.state_dir.join("containers"));
     }
 }

@@ -203,11 +203,25 @@ pub fn work_owner(name: &std::ffi::OsStr) -> Option<i32> {
 /// Whether `name` is work left by a process that is gone: one killed
 /// mid-way, whose cleanup never ran. A live process of that pid (the
 /// owner, or one that reused its pid) keeps it.
-pub fn is_stale_work(name: &std::ffi::OsStr) -> bool {
+fn is_stale_work(name: &std::ffi::OsStr) -> bool {
     work_owner(name).is_some_and(|pid| {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
             == Err(nix::errno::Errno::ESRCH)
     })
+}
+
+/// Removes the entries of `dir` that are work left by processes that are
+/// gone (see [`is_stale_work`]). Best effort: what cannot be removed now
+/// is tried again by the next sweep.
+pub fn remove_stale_work(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if is_stale_work(&e.file_name()) {
+            let _ = remove_all(&e.path());
+        }
+    }
 }
 
 /// Removes `paths` when dropped, unless disarmed.
@@ -268,23 +282,10 @@ impl Layers {
         Ok(())
     }
 
-    /// Removes what killed snapshots, sends and receives left here (their
-    /// work names, of processes that are gone). Best effort: what cannot
-    /// be removed now is tried again by the next operation.
+    /// Removes what killed snapshots, sends and receives left here.
     fn sweep_stale_work(&self) {
-        for d in [
-            self.dir.clone(),
-            self.snap_dir(),
-            self.dir.join("manifests"),
-        ] {
-            let Ok(entries) = std::fs::read_dir(&d) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                if is_stale_work(&e.file_name()) {
-                    let _ = remove_all(&e.path());
-                }
-            }
+        for d in [&self.dir, &self.snap_dir(), &self.dir.join("manifests")] {
+            remove_stale_work(d);
         }
     }
 

@@ -102,7 +102,7 @@ pub use image::{
     LayerSummary, Progress, Store, View, Warning, WarningKind,
 };
 pub use layers::{
-    backend_of, check_snapshot_name, is_plain_name, is_stale_work, make_layer, remove_all,
+    backend_of, check_snapshot_name, is_plain_name, make_layer, remove_all, remove_stale_work,
     work_owner, Backend, Layers, SendReport, SnapshotInfo, Staged,
 };
 pub use stream::{Format, PayloadReader, PayloadWriter, StreamHeader};
