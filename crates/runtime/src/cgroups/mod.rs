@@ -333,17 +333,15 @@ impl JoinHandles {
     /// namespace too.
     pub(crate) fn join_v1(&self) -> Result<(), CgroupError> {
         for (path, fd) in &self.v1_tasks {
-            let n = nix::unistd::write(fd, b"0").map_err(|e| CgroupError::Write {
-                path: path.clone(),
-                value: "0".into(),
-                source: io::Error::from(e),
-            })?;
-            if n != 1 {
-                return Err(CgroupError::Write {
-                    path: path.clone(),
-                    value: "0".into(),
-                    source: io::Error::from(io::ErrorKind::WriteZero),
-                });
+            match nix::unistd::write(fd, b"0") {
+                Ok(1) => {}
+                r => {
+                    return Err(CgroupError::Write {
+                        path: path.clone(),
+                        value: "0".into(),
+                        source: r.map_or_else(io::Error::from, |_| io::ErrorKind::WriteZero.into()),
+                    })
+                }
             }
         }
         Ok(())
@@ -511,7 +509,7 @@ impl Cgroup {
                 return Ok(Target::V2(d));
             }
         }
-        if self.inherited.iter().any(|c| c == controller) {
+        if self.inherits(controller) {
             return Err(CgroupError::Inherited {
                 field,
                 controller: controller.to_owned(),
