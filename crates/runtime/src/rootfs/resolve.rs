@@ -65,20 +65,26 @@ fn create_last(root: &impl AsFd, rel: &Path, create: Create) -> Option<OwnedFd> 
         how(OFlag::O_PATH | OFlag::O_DIRECTORY),
     )
     .ok()?;
-    let beneath = ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS;
-    if create == Create::File {
+    make_entry(&dir, name, create == Create::File).ok()?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    openat2(dir.as_fd(), name, how).ok()
+}
+
+/// Makes the entry `name` in `dir`: an empty file (mode 0644, never over
+/// an existing entry, a link included) when `file`, else a directory
+/// (0755).
+fn make_entry(dir: &impl AsFd, name: &std::ffi::OsStr, file: bool) -> nix::Result<()> {
+    if file {
         let how = OpenHow::new()
             .flags(OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC)
             .mode(Mode::from_bits_truncate(0o644))
-            .resolve(beneath);
-        drop(openat2(dir.as_fd(), name, how).ok()?);
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS);
+        openat2(dir.as_fd(), name, how).map(drop)
     } else {
-        nix::sys::stat::mkdirat(dir.as_fd(), name, Mode::from_bits_truncate(0o755)).ok()?;
+        nix::sys::stat::mkdirat(dir.as_fd(), name, Mode::from_bits_truncate(0o755))
     }
-    let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-        .resolve(beneath);
-    openat2(dir.as_fd(), name, how).ok()
 }
 
 /// Walks `rel` from the root one component at a time, following symlinks
@@ -147,25 +153,9 @@ fn create_in_root(root: &impl AsFd, rel: &Path, create: Create) -> nix::Result<O
             Ok(_) => stack.push(name),
             Err(Errno::ENOENT) if create != Create::No => {
                 if todo.is_empty() && create == Create::File {
-                    let f = openat2(
-                        dir.as_fd(),
-                        name.as_os_str(),
-                        OpenHow::new()
-                            .flags(
-                                OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-                            )
-                            .mode(Mode::from_bits_truncate(0o644))
-                            .resolve(
-                                ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS,
-                            ),
-                    )?;
-                    drop(f);
+                    make_entry(&dir, &name, true)?;
                 } else {
-                    match nix::sys::stat::mkdirat(
-                        dir.as_fd(),
-                        name.as_os_str(),
-                        Mode::from_bits_truncate(0o755),
-                    ) {
+                    match make_entry(&dir, &name, false) {
                         Ok(()) | Err(Errno::EEXIST) => {}
                         Err(e) => return Err(e),
                     }
