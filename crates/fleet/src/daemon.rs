@@ -201,10 +201,15 @@ pub fn supervisor_runs(state_dir: &Path) -> bool {
     }
 }
 
+/// Which file `m` describes: its device and inode.
+fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
 /// Binds the API socket at `socket` (mode 0600), non-blocking; returns it
 /// with the device and inode of its file.
 fn bind(socket: &Path) -> Result<(UnixListener, (u64, u64)), FleetError> {
-    use std::os::unix::fs::MetadataExt;
     let err = || io(socket.display().to_string());
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).map_err(io(dir.display().to_string()))?;
@@ -214,7 +219,7 @@ fn bind(socket: &Path) -> Result<(UnixListener, (u64, u64)), FleetError> {
         .map_err(err())?;
     listener.set_nonblocking(true).map_err(err())?;
     let m = std::fs::symlink_metadata(socket).map_err(err())?;
-    Ok((listener, (m.dev(), m.ino())))
+    Ok((listener, file_id(&m)))
 }
 
 /// Runs the supervisor until SIGTERM or SIGINT (the containers keep
@@ -306,10 +311,7 @@ pub fn serve(fleet: Fleet, opts: DaemonOptions) -> Result<(), FleetError> {
     sup.reconcile()?;
     let run = sup.run();
     // Ours only: another supervisor may have bound a socket there since.
-    use std::os::unix::fs::MetadataExt;
-    if std::fs::symlink_metadata(&sup.opts.socket)
-        .is_ok_and(|m| (m.dev(), m.ino()) == sup.socket_id)
-    {
+    if std::fs::symlink_metadata(&sup.opts.socket).is_ok_and(|m| file_id(&m) == sup.socket_id) {
         let _ = std::fs::remove_file(&sup.opts.socket);
     }
     run
@@ -547,10 +549,10 @@ impl Supervisor {
     /// no command could reach it and none could start another. A live
     /// socket or any other file someone put there is left alone.
     fn keep_socket(&mut self) {
-        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        use std::os::unix::fs::FileTypeExt;
         let path = &self.opts.socket;
         match std::fs::symlink_metadata(path) {
-            Ok(m) if (m.dev(), m.ino()) == self.socket_id => return,
+            Ok(m) if file_id(&m) == self.socket_id => return,
             Ok(m)
                 if m.file_type().is_socket()
                     && UnixStream::connect(path)
