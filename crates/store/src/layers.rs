@@ -211,8 +211,9 @@ fn is_stale_work(name: &std::ffi::OsStr) -> bool {
 }
 
 /// Removes the entries of `dir` that are work left by processes that are
-/// gone (see [`is_stale_work`]). Best effort: what cannot be removed now
-/// is tried again by the next sweep.
+/// gone: names of the form `.{kind}-{pid}-{n}` (see [`work_owner`]) whose
+/// pid no process has. Best effort: what cannot be removed now is tried
+/// again by the next sweep.
 pub fn remove_stale_work(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
